@@ -1,0 +1,254 @@
+"""The ``hpo`` command: a thin layer over the library. Each command validates, calls one library
+function and prints; user mistakes become one line on stderr and exit code 2 (``--debug`` shows the
+traceback), a sweep that could not finish exits 1, an interrupted one 130."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import hpo
+from hpo.errors import USER_ERRORS, exit_code_for
+
+app = typer.Typer(
+    name="hpo",
+    help="Hyperparameter search for fine-tuning image models: Optuna studies (SQLite or PostgreSQL), "
+    "trials on Ray, median pruning and early stopping.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+StorageOpt = Annotated[
+    str | None,
+    typer.Option("--storage", "-s", help="Study storage URL \\[default: $HPO_STORAGE, else sqlite:///hpo.db].",
+                 show_default=False),
+]
+StudyOpt = Annotated[str, typer.Option("--study", help="Study name.")]
+
+# Typer vendors its own click in recent releases; find the usage-error base class either way.
+_ClickException: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _storage(flag: str | None) -> str:
+    from hpo.config import DEFAULT_STORAGE, STORAGE_ENV
+
+    return flag or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"hpo {hpo.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+    version: Annotated[bool | None, typer.Option("--version", callback=_version, is_eager=True,
+                                                 help="Print the version and exit.")] = None,
+) -> None:
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.DEBUG if debug else optuna.logging.WARNING)
+
+
+@app.command()
+def sweep(
+    config: Annotated[Path, typer.Argument(help="Sweep config (YAML).", show_default=False)],
+    storage: StorageOpt = None,
+    study: Annotated[str | None, typer.Option("--study", help="Study name \\[default: study.name, else the file name].")] = None,
+    n_trials: Annotated[int | None, typer.Option("--n-trials", "-n", help="Finished trials to reach \\[default: study.n_trials].")] = None,
+    parallel: Annotated[int | None, typer.Option("--parallel", "-p", help="Trials at once \\[default: parallel, else what Ray's resources fit].")] = None,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="Join this Ray cluster (auto, ray://head:10001, host:6379) \\[default: $RAY_ADDRESS, else a local Ray].")] = None,
+    enqueue: Annotated[Path | None, typer.Option("--enqueue", help="Warm-start: run this exported config's params first.")] = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="Plain log lines instead of the live view.")] = False,
+) -> None:
+    """Run a sweep, or continue one, until the study has n_trials finished trials.
+
+    [bold]Example[/bold]: hpo sweep examples/quickstart.yaml --storage postgresql+psycopg2://hpo@db/hpo --parallel 4
+    """
+    from hpo.config import load_sweep_config
+    from hpo.progress import LineObserver
+
+    cfg = load_sweep_config(
+        config, storage=storage, **{"study.name": study, "study.n_trials": n_trials, "parallel": parallel}
+    )
+    from hpo.sweep import run_sweep  # imports Ray: only once the config is known to be good
+
+    observer: Any = LineObserver(metric=cfg.study.metric)
+    if not no_progress and sys.stdout.isatty():
+        from hpo.live import LiveObserver
+
+        observer = LiveObserver(metric=cfg.study.metric, target=cfg.study.n_trials)
+    try:
+        result = run_sweep(cfg, ray_address=ray_address, observer=observer, enqueue=str(enqueue) if enqueue else None)
+    finally:
+        close = getattr(observer, "close", None)
+        if close:
+            close()
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def status(
+    study: StudyOpt,
+    storage: StorageOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    limit: Annotated[int, typer.Option("--limit", help="Show at most this many trials (best first); 0 = all.")] = 50,
+) -> None:
+    """Trials by state, the best trial, and the compute pruning and early stopping saved.
+
+    [bold]Example[/bold]: hpo status --study quickstart --storage sqlite:///hpo.db
+    """
+    from hpo.inspect import study_status
+
+    st = study_status(_storage(storage), study)
+    if as_json:
+        print(json.dumps(st.to_dict(), indent=2, default=str))
+        return
+    _print_status(st, limit)
+
+
+def _print_status(st: Any, limit: int) -> None:
+    from hpo.progress import format_duration, format_params
+
+    counts = st.counts
+    rows = sorted(st.rows, key=lambda r: (r.value is None, -(r.value or 0) if st.direction == "maximize" else (r.value or 0)))
+    shown = rows if limit <= 0 else rows[:limit]
+    table = Table(title=f"study {st.study}: {len(st.rows)} trials", title_justify="left")
+    for col in ("#", "state", st.metric, "epochs", "duration", "params"):
+        table.add_column(col, justify="right" if col in ("#", st.metric, "epochs", "duration") else "left")
+    for r in shown:
+        epochs = f"{r.epochs_run}/{r.max_epochs}" if r.max_epochs else str(r.epochs_run)
+        table.add_row(
+            str(r.number), r.state, "" if r.value is None else f"{r.value:.4f}", epochs,
+            "" if r.duration_s is None else format_duration(r.duration_s),
+            format_params(r.params) + (f"  [dim]{r.reason}[/dim]" if r.reason else ""),
+        )
+    out.print(table)
+    out.print("by state: " + ", ".join(f"{k.lower()} {v}" for k, v in counts.items() if v))
+    if st.best:
+        out.print(f"best: trial {st.best['number']} {st.metric}={st.best['value']:.4f}  {format_params(st.best['params'])}")
+    else:
+        out.print("best: none yet (no COMPLETE trial)")
+    out.print(
+        f"compute: {st.epochs_run} epochs, {format_duration(st.trial_seconds)} of trial time; "
+        f"saved by pruning and early stopping: {st.epochs_saved} of {st.epochs_budget} epochs ({st.saved_fraction:.0%})"
+    )
+
+
+@app.command()
+def studies(
+    storage: StorageOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """List the studies in a storage with their trial counts and best values.
+
+    [bold]Example[/bold]: hpo studies --storage postgresql+psycopg2://hpo@db/hpo
+    """
+    from hpo.inspect import list_studies
+
+    rows = list_studies(_storage(storage))
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table(title=f"{len(rows)} studies", title_justify="left")
+    for col in ("study", "direction", "trials", "complete", "pruned", "failed", "running", "best"):
+        table.add_column(col)
+    for r in rows:
+        c = r["counts"]
+        table.add_row(r["study"], r["direction"], str(r["n_trials"]), str(c["COMPLETE"]), str(c["PRUNED"]),
+                      str(c["FAIL"]), str(c["RUNNING"]), "" if r["best_value"] is None else f"{r['best_value']:.4f}")
+    out.print(table)
+
+
+@app.command()
+def export(
+    study: StudyOpt,
+    storage: StorageOpt = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the config.")] = Path("best.yaml"),
+    show: Annotated[bool, typer.Option("--print/--no-print", help="Also print the exported YAML.")] = False,
+) -> None:
+    """Export the best trial's full training config for production training (hpo train).
+
+    [bold]Example[/bold]: hpo export --study quickstart -o best.yaml && hpo train best.yaml --output runs/prod
+    """
+    from hpo.export import export_best
+
+    result = export_best(_storage(storage), study, output)
+    if show:
+        print(result.text, end="")
+    out.print(f"exported trial {result.trial} ({result.metric}={result.value:.4f}) to {result.path}")
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="A file from hpo export, or any YAML with a train: section.",
+                                           show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for model.pt, metrics.json, config.yaml.")] = Path("runs/prod"),
+) -> None:
+    """Production training: the same fit a sweep trial runs, without pruning.
+
+    [bold]Example[/bold]: hpo train best.yaml --output runs/prod
+    """
+    from hpo.production import train_from_file
+
+    run = train_from_file(config, output, log=lambda s: out.print(s))
+    tuned = f" (tuned trial: {run.tuned_value:.4f})" if run.tuned_value is not None else ""
+    out.print(f"{run.metric}={run.value:.4f}{tuned}; {run.status} after {run.epochs_run} epochs, best epoch {run.best_epoch}")
+    out.print(f"wrote {run.output / 'model.pt'}, {run.output / 'metrics.json'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: run ``hpo`` and return its exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    command = typer.main.get_command(app)
+    try:
+        rv = command.main(args=args, prog_name="hpo", standalone_mode=False)
+        return int(rv) if isinstance(rv, int) else 0
+    except typer.Exit as e:
+        return int(e.exit_code)
+    except _ClickException as e:  # usage errors: click's own message, exit 2
+        e.show()  # type: ignore[attr-defined]
+        return int(e.exit_code)  # type: ignore[attr-defined]
+    except typer.Abort:
+        err.print("aborted")
+        return 130
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+    except USER_ERRORS as e:
+        if debug:
+            traceback.print_exc()
+        message = " ".join(str(e).split()) or type(e).__name__
+        err.print(f"error: {message}", markup=False)
+        return exit_code_for(e)
+    except Exception as e:  # a bug in hpo: say so in one line, with the traceback under --debug
+        if debug:
+            traceback.print_exc()
+        from storage import redact
+
+        err.print(f"internal error: {type(e).__name__}: {redact(str(e).splitlines()[0] if str(e) else '')} "
+                  "(run with --debug for the traceback)", markup=False)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

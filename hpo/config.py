@@ -1,0 +1,318 @@
+"""The sweep config: one YAML file validated into typed models, with every default in one place.
+
+Validation happens before hpo touches the database, Ray or the data; every error names the field
+path and the bad value in one line (``ConfigError``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from hpo import yamlio
+from hpo.errors import ConfigError
+from hpo.pruning import MedianRule
+from hpo.space import SearchSpace, SpaceError, parse_space
+from storage.url import parse_url
+from trials.config import METRIC_MODES, EarlyStoppingConfig, TrainConfig, merge_dotted, searchable_fields
+from trials.errors import TrainConfigError
+
+DEFAULT_STORAGE = "sqlite:///hpo.db"
+STORAGE_ENV = "HPO_STORAGE"
+EXPORT_FORMAT = 1
+
+_STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SamplerConfig(_Model):
+    """Optuna sampler: tpe (default), random, cmaes, gp or qmc, with an optional seed."""
+
+    name: Literal["tpe", "random", "cmaes", "gp", "qmc"] = "tpe"
+    seed: int | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data
+
+
+class StudyConfig(_Model):
+    name: str | None = None  # default: the config file's name without .yaml
+    metric: Literal["val_acc", "val_loss"] = "val_acc"
+    direction: Literal["maximize", "minimize"] | None = None  # default: from the metric
+    n_trials: int = Field(20, ge=1, le=1_000_000)
+    timeout: float | None = Field(None, gt=0, description="stop launching trials after this many seconds")
+    sampler: SamplerConfig = SamplerConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        if v is not None and not _STUDY_NAME.match(v):
+            raise ValueError(
+                f"must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit, got {v!r}"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _direction(self) -> StudyConfig:
+        wanted = "maximize" if METRIC_MODES[self.metric] == "max" else "minimize"
+        if self.direction is None:
+            object.__setattr__(self, "direction", wanted)
+        elif self.direction != wanted:
+            raise ValueError(f"direction {self.direction!r} contradicts metric {self.metric!r} (better is {wanted})")
+        return self
+
+
+class PrunerConfig(_Model):
+    """Optuna's MedianPruner settings, or ``type: none``."""
+
+    type: Literal["median", "none"] = "median"
+    n_startup_trials: int = Field(5, ge=0)
+    n_warmup_steps: int = Field(2, ge=0, description="no pruning before this epoch (epochs count from 1)")
+    interval_steps: int = Field(1, ge=1)
+    n_min_trials: int = Field(1, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"type": data} if isinstance(data, str) else data
+
+    def rule(self) -> MedianRule | None:
+        if self.type == "none":
+            return None
+        return MedianRule(self.n_startup_trials, self.n_warmup_steps, self.interval_steps, self.n_min_trials)
+
+
+class ResourcesConfig(_Model):
+    """Ray resources one trial takes; fractions share a GPU (0.5 = two trials per GPU)."""
+
+    cpus_per_trial: float = Field(1.0, gt=0, le=1024)
+    gpus_per_trial: float = Field(0.0, ge=0, le=64)
+
+    @field_validator("gpus_per_trial")
+    @classmethod
+    def _gpus(cls, v: float) -> float:
+        if v > 1 and v != int(v):
+            raise ValueError(f"must be a fraction of one GPU (<= 1) or a whole number of GPUs, got {v!r}")
+        return v
+
+
+class StorageOptions(_Model):
+    retry_timeout: float = Field(60.0, ge=0, le=86_400, description="seconds to keep retrying a lost database")
+
+
+class SweepConfig(_Model):
+    """A whole sweep: what to search, how to run trials, and the fixed training config."""
+
+    study: StudyConfig = StudyConfig()
+    storage: str | None = None
+    storage_options: StorageOptions = StorageOptions()
+    search_space: dict[str, Any] | None = None
+    pruner: PrunerConfig = PrunerConfig()
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    parallel: int | None = Field(None, ge=1, le=10_000, description="trials at once; default: what Ray's resources fit")
+    max_failures: int = Field(5, ge=0)
+    retries: int = Field(0, ge=0, le=100)
+    output_dir: str = "runs"
+    train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _train_owned_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("train"), dict):
+            train = data["train"]
+            for key, where in (("early_stopping", "early_stopping"), ("metric", "study.metric")):
+                if key in train:
+                    raise ValueError(f"train.{key} is set by the sweep's {where}; move it there")
+            space = data.get("search_space")
+            if isinstance(space, dict):
+                clash = sorted(k for k in {*_defaulted_space_keys(), *space} if k in train)
+                if clash:
+                    raise ValueError(
+                        f"train.{clash[0]} is also in search_space; fix it there instead "
+                        f"(search_space: {{{clash[0]}: {train[clash[0]]!r}}})"
+                    )
+            else:
+                clash = sorted(k for k in _defaulted_space_keys() if k in train)
+                if clash:
+                    raise ValueError(
+                        f"train.{clash[0]} is searched by default; fix it in search_space instead "
+                        f"(search_space: {{{clash[0]}: {train[clash[0]]!r}}})"
+                    )
+        return data
+
+    @property
+    def space(self) -> SearchSpace:
+        return parse_space(self.search_space, searchable_fields())
+
+    @property
+    def base_train(self) -> TrainConfig:
+        """The training config every trial starts from: ``train`` plus the sweep's metric and early stopping."""
+        return self.train.replace(metric=self.study.metric, early_stopping=_plain(self.early_stopping))
+
+    def trial_config(self, params: dict[str, Any]) -> TrainConfig:
+        """The full training config of one trial: the base config with its sampled and fixed params."""
+        return TrainConfig.from_dict(merge_dotted(self.base_train.to_dict(), {**self.space.fixed, **params}))
+
+    @property
+    def study_name(self) -> str:
+        assert self.study.name is not None, "load_sweep_config fills the study name"
+        return self.study.name
+
+
+def _plain(es: EarlyStoppingConfig) -> dict[str, Any]:
+    return {"patience": es.patience, "min_delta": es.min_delta}
+
+
+def _defaulted_space_keys() -> set[str]:
+    from hpo.space import DEFAULT_SPACE
+
+    return set(DEFAULT_SPACE)
+
+
+class Provenance(_Model):
+    """Where an exported config came from."""
+
+    study: str
+    trial: int
+    value: float
+    metric: str
+    direction: str
+    storage: str  # password removed
+    hpo_version: str
+    exported_at: str  # UTC, ISO 8601
+
+
+class TrainFile(_Model):
+    """What ``hpo train`` reads: an ``hpo export`` file (with provenance) or a hand-written training file."""
+
+    version: Literal[1] = EXPORT_FORMAT
+    train: TrainConfig
+    provenance: Provenance | None = None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_sweep_config(path: str | Path, **overrides: Any) -> SweepConfig:
+    """Read and validate a sweep config; ``overrides`` (dotted keys such as ``study.n_trials``) win.
+
+    Also resolves the study name (override, then ``study.name``, then the file name) and the storage
+    (override, then ``$HPO_STORAGE``, then ``storage:``, then ``sqlite:///hpo.db``).
+    """
+    data = _load_mapping(path)
+    data = merge_dotted(data, {k: v for k, v in overrides.items() if v is not None})
+    data.setdefault("study", {})
+    if isinstance(data["study"], dict) and not data["study"].get("name"):
+        data["study"] = {**data["study"], "name": _name_from_path(path)}
+    cfg = _validate(SweepConfig, data, str(path))
+    storage = overrides.get("storage") or os.environ.get(STORAGE_ENV) or cfg.storage or DEFAULT_STORAGE
+    parse_url(storage)  # a malformed URL is a config error: found before anything is opened
+    cfg = cfg.model_copy(update={"storage": storage})
+    _check_space(cfg, str(path))
+    return cfg
+
+
+def load_train_file(path: str | Path) -> TrainFile:
+    """Read and validate a training file (an ``hpo export`` result or a hand-written ``train:`` file)."""
+    data = _load_mapping(path)
+    return _validate(TrainFile, data, str(path))
+
+
+def _load_mapping(path: str | Path) -> dict[str, Any]:
+    try:
+        data = yamlio.load_file(path)
+    except yamlio.YamlError as e:
+        raise ConfigError(str(e)) from None
+    if data is None:
+        raise ConfigError(f"{path}: file is empty")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must be a YAML mapping (key: value), got {type(data).__name__}")
+    bad = [k for k in data if not isinstance(k, str)]
+    if bad:
+        raise ConfigError(f"{path}: key {bad[0]!r} must be a string")
+    return data
+
+
+def _name_from_path(path: str | Path) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._\-]", "-", Path(path).stem).strip("-._") or "study"
+    return stem[:128]
+
+
+def _validate(model: type[Any], data: dict[str, Any], source: str) -> Any:
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as e:
+        raise ConfigError(f"{source}: {format_validation_error(e)}") from None
+
+
+def _check_space(cfg: SweepConfig, source: str) -> None:
+    """Parse the search space and make sure every bound and choice is a valid training config."""
+    try:
+        space = cfg.space
+    except SpaceError as e:
+        raise ConfigError(f"{source}: search_space.{e.path}: {e.reason}, got {_show(e.value)}") from None
+    base = cfg.base_train.to_dict()
+    for param in space.params:
+        for value in param.candidates():
+            try:
+                TrainConfig.from_dict(merge_dotted(base, {param.name: value}))
+            except TrainConfigError as e:
+                where = "value" if param.is_fixed else "range" if len(param.candidates()) == 2 and not _is_cat(param) else "choices"
+                raise ConfigError(
+                    f"{source}: search_space.{param.name}: {where} includes {_show(value)}, but train.{e.field} {e.reason}"
+                ) from None
+
+
+def _is_cat(param: Any) -> bool:
+    from optuna.distributions import CategoricalDistribution
+
+    return isinstance(param.distribution, CategoricalDistribution)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def format_validation_error(e: pydantic.ValidationError) -> str:
+    """One line: the first error's field path, its message and the bad value (and how many more)."""
+    errors = e.errors()
+    first = errors[0]
+    loc = [str(x) for x in first["loc"]]
+    kind = first["type"]
+    ctx_error = (first.get("ctx") or {}).get("error")
+    if isinstance(ctx_error, TrainConfigError):
+        text = f"{_join(loc, ctx_error.field.split('.'))}: {ctx_error.reason}, got {_show(ctx_error.value)}"
+    elif kind in ("extra_forbidden", "unexpected_keyword_argument"):
+        text = f"{'.'.join(loc)}: unknown key"
+    elif kind in ("missing", "missing_keyword_argument"):
+        text = f"{'.'.join(loc)}: required field is missing"
+    else:
+        msg = first["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        text = f"{'.'.join(loc)}: {msg}" if loc else msg
+        if kind not in ("value_error", "assertion_error"):  # our own validators put the value in the message
+            text += f", got {_show(first.get('input'))}"
+    text = " ".join(text.split())  # one line whatever the input held
+    if len(errors) > 1:
+        text += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
+    return text
+
+
+def _join(loc: list[str], field: list[str]) -> str:
+    """``train.dataset`` + ``dataset.path`` -> ``train.dataset.path`` (the overlap written once)."""
+    for k in range(min(len(loc), len(field)), 0, -1):
+        if loc[-k:] == field[:k]:
+            return ".".join(loc + field[k:])
+    return ".".join(loc + field)

@@ -1,0 +1,232 @@
+"""The coordinator: the one storage client of a running sweep.
+
+It runs as a Ray actor on the driver's node (``hpo.dispatch`` wraps it); workers reach it through
+Ray, so they need no database credentials, and the sweep's database connections are this object's
+pool whatever the number of workers. It asks trials (Optuna's sampler), records every epoch's metric
+as the trial's intermediate value, answers "prune?" with Optuna's median rule from statistics it keeps
+up to date (``hpo.pruning``), and tells trials their final state.
+
+It is a plain class so tests and benchmarks can use it in-process, without Ray.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import TrialState
+
+from hpo import study as studies
+from hpo.config import SamplerConfig
+from hpo.pruning import MedianRule, StepStatistics, should_prune
+from storage import close_storage, open_storage, redact, retry_transient
+from trials.config import merge_dotted
+
+log = logging.getLogger("hpo.coordinator")
+T = TypeVar("T")
+
+CONTINUE = "continue"
+PRUNE = "prune"
+
+
+@dataclass
+class LiveTrial:
+    """What the coordinator knows of a trial it asked and has not told yet."""
+
+    trial_id: int
+    number: int
+    params: dict[str, Any]
+    started: float
+    max_steps: int | None = None
+    values: dict[int, float] = field(default_factory=dict)
+    last_metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Asked:
+    trial_id: int
+    number: int
+    params: dict[str, Any]
+    train_config: dict[str, Any]
+    checkpoint_dir: str
+    resume_from: str | None = None  # checkpoint folder of the failed trial this one retries
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a trial ended, as the driver saw it."""
+
+    state: str  # COMPLETE | PRUNED | FAIL
+    value: float | None = None
+    reason: str | None = None  # FAIL only
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+class Coordinator:
+    """Owns the study (one bounded storage pool) for one sweep."""
+
+    def __init__(
+        self,
+        storage_url: str,
+        study_name: str,
+        *,
+        metric: str,
+        direction: str,
+        distributions: Mapping[str, BaseDistribution],
+        base_config: dict[str, Any],
+        fixed_params: Mapping[str, Any],
+        checkpoint_root: str,
+        sampler: SamplerConfig = SamplerConfig(),
+        rule: MedianRule | None = MedianRule(),
+        parallel: int = 1,
+        retry_timeout: float = 60.0,
+    ) -> None:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self._url = storage_url
+        self._retry_timeout = retry_timeout
+        self._metric = metric
+        self._direction = direction
+        self._distributions = dict(distributions)
+        self._base = base_config
+        self._fixed = dict(fixed_params)
+        self._root = checkpoint_root.rstrip("/")
+        self._rule = rule
+        self._storage = self._retry(lambda: open_storage(storage_url, create_schema=False))
+        pruner = rule.to_optuna() if rule else optuna.pruners.NopPruner()
+        self._study = self._retry(
+            lambda: optuna.load_study(
+                study_name=study_name,
+                storage=self._storage,
+                sampler=studies.make_sampler(sampler, parallel=parallel),
+                pruner=pruner,  # type: ignore[arg-type]
+            )
+        )
+        self._stats = StepStatistics()
+        for t in self._retry(lambda: self._study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))):
+            self._stats.add_trial(t.intermediate_values)
+        self._live: dict[int, LiveTrial] = {}
+
+    # ----------------------------------------------------------------------------------------------
+    def ping(self) -> bool:
+        return True
+
+    def ask(self, retry_of: int | None = None, attempt: int = 1) -> Asked:
+        """A new trial: sampled params (or, for a retry, the failed trial's params) and its full config."""
+        resume_from = None
+        if retry_of is None:
+            trial = self._retry(lambda: self._study.ask(self._distributions))
+        else:
+            # the failed trial's exact params, as a new RUNNING trial (enqueue_trial could hand them to
+            # another ask, and this trial could get someone else's)
+            failed = self._retry(lambda: self._study._storage.get_trial(retry_of))
+            template = optuna.trial.create_trial(
+                state=TrialState.RUNNING, params=failed.params, distributions=failed.distributions
+            )
+            study_id = self._study._study_id
+            tid = self._retry(lambda: self._study._storage.create_new_trial(study_id, template_trial=template))
+            trial = optuna.Trial(self._study, tid)
+            resume_from = failed.user_attrs.get(studies.ATTR_CHECKPOINT_DIR)
+        params = dict(trial.params)
+        config = merge_dotted(self._base, {**self._fixed, **params})
+        ckpt = f"{self._root}/trial-{trial.number:05d}"
+        storage = self._study._storage
+        tid = trial._trial_id
+        self._retry(lambda: storage.set_trial_user_attr(tid, studies.ATTR_TRAIN_CONFIG, config))
+        self._retry(lambda: storage.set_trial_user_attr(tid, studies.ATTR_CHECKPOINT_DIR, ckpt))
+        self._retry(lambda: storage.set_trial_user_attr(tid, studies.ATTR_ATTEMPT, attempt))
+        if retry_of is not None:
+            failed_number = failed.number
+            self._retry(lambda: storage.set_trial_user_attr(tid, studies.ATTR_RETRY_OF, failed_number))
+            self._retry(lambda: storage.set_trial_user_attr(retry_of, studies.ATTR_RETRIED_BY, trial.number))
+        self._live[tid] = LiveTrial(tid, trial.number, params, time.time(), max_steps=config.get("epochs"))
+        return Asked(tid, trial.number, params, config, ckpt, resume_from)
+
+    def report(self, trial_id: int, step: int, metrics: Mapping[str, float]) -> str:
+        """Record ``metrics[metric]`` as the trial's value at ``step``; answer ``"prune"`` or ``"continue"``."""
+        live = self._live.get(trial_id)
+        if live is None:
+            # told already (the driver gave up on it) or never asked here: tell the worker to stop
+            return PRUNE
+        value = float(metrics[self._metric])
+        self._retry(lambda: self._study._storage.set_trial_intermediate_value(trial_id, step, value))
+        live.values[step] = value
+        live.last_metrics = {"epoch": float(step), **{k: float(v) for k, v in metrics.items()}}
+        if live.max_steps is not None and step >= live.max_steps:
+            return CONTINUE  # the last epoch: pruning now would save nothing and throw a finished run away
+        if self._rule is not None and should_prune(self._rule, self._stats, live.values, self._direction):
+            return PRUNE
+        return CONTINUE
+
+    def tell(self, trial_id: int, outcome: Outcome) -> dict[str, Any]:
+        """Finish a trial; returns a summary for the driver's progress output."""
+        live = self._live.pop(trial_id, None)
+        storage = self._study._storage
+        attrs = dict(outcome.attrs)
+        if outcome.reason:
+            attrs[studies.ATTR_FAIL_REASON] = outcome.reason
+        for key, value in attrs.items():
+            self._retry(lambda k=key, v=value: storage.set_trial_user_attr(trial_id, k, v))  # type: ignore[misc]
+        state = TrialState[outcome.state]
+        value = outcome.value
+        if state == TrialState.COMPLETE and (value is None or not math.isfinite(value)):
+            state = TrialState.FAIL
+            self._retry(
+                lambda: storage.set_trial_user_attr(
+                    trial_id, studies.ATTR_FAIL_REASON, f"final {self._metric} is {value}, not a finite number"
+                )
+            )
+        number = live.number if live else self._retry(lambda: storage.get_trial(trial_id)).number
+        self._retry(
+            lambda: self._study.tell(
+                number,
+                values=value if state == TrialState.COMPLETE else None,
+                state=state,
+                skip_if_finished=True,
+            )
+        )
+        if state == TrialState.COMPLETE and live is not None:
+            self._stats.add_trial(live.values)
+        elif state == TrialState.COMPLETE:
+            self._stats.add_trial(self._retry(lambda: storage.get_trial(trial_id)).intermediate_values)
+        final = self._retry(lambda: storage.get_trial(trial_id))
+        return {
+            "number": final.number,
+            "state": final.state.name,
+            "value": final.value,
+            "params": dict(final.params),
+            "steps": len(final.intermediate_values),
+            "reason": final.user_attrs.get(studies.ATTR_FAIL_REASON),
+        }
+
+    def live(self) -> list[dict[str, Any]]:
+        """The running trials: number, params, seconds running, last epoch's metrics."""
+        now = time.time()
+        return [
+            {"number": t.number, "params": t.params, "running_s": now - t.started, **t.last_metrics}
+            for t in sorted(self._live.values(), key=lambda t: t.number)
+        ]
+
+    def summary(self) -> dict[str, Any]:
+        """Counts by state and the best trial so far (from the warm cache)."""
+        trials = self._retry(lambda: self._study.get_trials(deepcopy=False))
+        best = studies.select_best(trials, self._direction)
+        return {
+            "counts": studies.state_counts(trials),
+            "best": None if best is None else {"number": best.number, "value": best.value, "params": best.params},
+        }
+
+    def close(self) -> None:
+        close_storage(self._storage)
+
+    # ----------------------------------------------------------------------------------------------
+    def _retry(self, fn: Callable[[], T]) -> T:
+        def on_retry(elapsed: float, e: BaseException) -> None:
+            log.warning("storage unavailable for %.0fs, retrying: %s", elapsed, redact(str(e).splitlines()[0], self._url))
+
+        return retry_transient(fn, timeout=self._retry_timeout, on_retry=on_retry)

@@ -1,0 +1,191 @@
+"""Ray: start or join a cluster, run trials as Ray tasks, host the coordinator actor.
+
+Workers import this module and ``trials`` only (no Optuna, no database driver): a trial task gets its
+full training config and a handle to the coordinator, reports each epoch through it, and returns a
+JSON-safe summary. Trial tasks are never retried by Ray (``max_retries=0``): the sweep loop sees the
+failure, records it, and applies its own retry policy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import ray
+
+log = logging.getLogger("hpo.dispatch")
+
+Reporter = Callable[[int, Mapping[str, float]], str]
+
+
+class Workload(Protocol):
+    """What a trial runs on a worker: train with ``config``, report each epoch, return a summary.
+
+    The summary has ``status`` (completed | early_stopped | pruned), ``best_metrics`` (a dict with the
+    study's metric), and optionally ``epochs_run``, ``best_epoch``, ``resumed_from_epoch``, ``timings``.
+    """
+
+    def __call__(
+        self, config: dict[str, Any], reporter: Reporter, checkpoint_dir: str, *, num_threads: int | None
+    ) -> dict[str, Any]: ...
+
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def train_workload(
+    config: dict[str, Any], reporter: Reporter, checkpoint_dir: str, *, num_threads: int | None
+) -> dict[str, Any]:
+    """The default workload: ``trials.train.fit`` on the trial's training config."""
+    from trials.config import TrainConfig
+    from trials.train import fit
+
+    result = fit(TrainConfig.from_dict(config), reporter, checkpoint_dir, num_threads=num_threads)
+    summary = result.summary()
+    # a finished trial never resumes; its epoch checkpoint (a full model) is only disk to reclaim
+    Path(checkpoint_dir, CHECKPOINT_FILE).unlink(missing_ok=True)
+    return summary
+
+
+def run_trial(
+    trial_id: int,
+    config: dict[str, Any],
+    checkpoint_dir: str,
+    resume_from: str | None,
+    coordinator: Any,
+    workload: Workload,
+    num_threads: int | None,
+) -> dict[str, Any]:
+    """The body of a trial task, on a worker."""
+    started = time.time()
+
+    def reporter(epoch: int, metrics: Mapping[str, float]) -> str:
+        return str(ray.get(coordinator.report.remote(trial_id, epoch, {k: float(v) for k, v in metrics.items()})))
+
+    Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+    if resume_from and resume_from != checkpoint_dir:
+        src = Path(resume_from, CHECKPOINT_FILE)
+        if src.is_file():  # a retry continues from the failed trial's last epoch
+            shutil.copy2(src, Path(checkpoint_dir, CHECKPOINT_FILE))
+    try:
+        summary = workload(config, reporter, checkpoint_dir, num_threads=num_threads)
+    finally:
+        _release_gpu_memory()
+    ctx = ray.get_runtime_context()
+    summary["node"] = {"id": ctx.get_node_id(), "host": socket.gethostname(), "gpus": [str(g) for g in ray.get_gpu_ids()]}
+    summary["duration_s"] = time.time() - started
+    return summary
+
+
+def _release_gpu_memory() -> None:
+    """Return cached CUDA memory so the next trial on a shared GPU gets it (workers are reused)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# --------------------------------------------------------------------------------------------------
+# The cluster
+
+
+@dataclass(frozen=True)
+class RayInfo:
+    address: str  # "local" when hpo started Ray itself
+    started_here: bool
+    cpus: float
+    gpus: float
+    temp_dir: str | None
+
+
+def default_temp_dir() -> str:
+    """Where a local Ray keeps its session files and logs (printed at start; ``HPO_RAY_TMPDIR`` moves it)."""
+    return os.environ.get("HPO_RAY_TMPDIR") or str(Path(tempfile.gettempdir()) / f"hpo-ray-{os.getuid()}")
+
+
+def runtime_env_for_cluster() -> dict[str, Any]:
+    """Ship ``trials`` and ``hpo`` (and ``storage``) to a remote cluster's workers with the job."""
+    import hpo
+    import storage
+    import trials
+
+    return {"py_modules": [str(Path(m.__file__).parent) for m in (hpo, trials, storage)]}  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None, *, temp_dir: str | None = None) -> Iterator[RayInfo]:
+    """Join the Ray cluster at ``address`` (or ``$RAY_ADDRESS``), or start a local one; shut down what we started.
+
+    A Ray already initialised in this process (a notebook, a test) is used as it is.
+    """
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if ray.is_initialized():
+        yield _info("existing", False, None)
+        return
+    if address:
+        ray.init(
+            address=address,
+            runtime_env=runtime_env_for_cluster(),
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+        )
+        info = _info(address, True, None)
+    else:
+        temp_dir = temp_dir or default_temp_dir()
+        Path(temp_dir).mkdir(parents=True, exist_ok=True)
+        # Ray 2.60 would otherwise enable token auth and write ~/.ray/auth_token on a local start.
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        ray.init(
+            num_cpus=os.cpu_count() or 1,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+            _temp_dir=temp_dir,
+        )
+        info = _info("local", True, temp_dir)
+    try:
+        yield info
+    finally:
+        ray.shutdown()
+
+
+def _info(address: str, started: bool, temp_dir: str | None) -> RayInfo:
+    res = ray.cluster_resources()
+    return RayInfo(address, started, float(res.get("CPU", 0)), float(res.get("GPU", 0)), temp_dir)
+
+
+def fit_parallel(info: RayInfo, cpus_per_trial: float, gpus_per_trial: float) -> int:
+    """How many trials the cluster's resources run at once."""
+    by_cpu = int(info.cpus // cpus_per_trial) if cpus_per_trial > 0 else 10**6
+    by_gpu = int(info.gpus // gpus_per_trial) if gpus_per_trial > 0 else 10**6
+    return max(1, min(by_cpu, by_gpu))
+
+
+def trial_task(cpus: float, gpus: float) -> Any:
+    """The remote trial function with these resources. Workers are reused across trials (``max_calls=0``;
+    Ray's default for GPU tasks is a fresh process each time, which costs seconds of imports per trial)."""
+    return ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0, max_calls=0)(run_trial)
+
+
+def start_coordinator(**kwargs: Any) -> Any:
+    """The coordinator actor, on this (the driver's) node, using no CPU slot a trial could use."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from hpo.coordinator import Coordinator
+
+    actor_cls = ray.remote(num_cpus=0, max_restarts=0, max_concurrency=1)(Coordinator)
+    strategy = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
+    actor = actor_cls.options(scheduling_strategy=strategy).remote(**kwargs)
+    ray.get(actor.ping.remote())
+    return actor

@@ -1,0 +1,79 @@
+"""How a trial task ended, from what Ray handed back: the trial's Optuna state, value and reason. Pure."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import ray.exceptions
+
+from hpo import study as studies
+from hpo.coordinator import Outcome
+
+#: Failures of the machinery, not of the trial's own code: worth running the same params again.
+RETRYABLE_PREFIXES = ("worker died", "node died", "driver lost")
+
+
+def from_result(result: Mapping[str, Any], metric: str) -> Outcome:
+    """A trial task returned: COMPLETE with the best epoch's metric, or PRUNED."""
+    attrs: dict[str, Any] = {
+        studies.ATTR_STOP_REASON: result.get("status"),
+        studies.ATTR_EPOCHS_RUN: result.get("epochs_run"),
+        studies.ATTR_BEST_EPOCH: result.get("best_epoch"),
+        studies.ATTR_METRICS: _finite_or_str(result.get("best_metrics") or {}),
+        studies.ATTR_DURATION: result.get("duration_s"),
+        studies.ATTR_NODE: result.get("node"),
+    }
+    if result.get("resumed_from_epoch"):
+        attrs[studies.ATTR_RESUMED_FROM] = result["resumed_from_epoch"]
+    attrs = {k: v for k, v in attrs.items() if v is not None}
+    if result.get("status") == "pruned":
+        return Outcome("PRUNED", None, None, attrs)
+    value = (result.get("best_metrics") or {}).get(metric)
+    if value is None:
+        return Outcome("FAIL", None, f"the trial returned no {metric!r} metric", attrs)
+    return Outcome("COMPLETE", float(value), None, attrs)
+
+
+def from_error(exc: BaseException) -> Outcome:
+    """A trial task raised, or its worker or node died."""
+    return Outcome("FAIL", None, describe_error(exc))
+
+
+def is_retryable(reason: str | None) -> bool:
+    return bool(reason) and reason.startswith(RETRYABLE_PREFIXES)  # type: ignore[union-attr]
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line saying why a trial failed."""
+    e = ray.exceptions
+    if isinstance(exc, e.TaskCancelledError):
+        return "interrupted"
+    if isinstance(exc, e.OutOfMemoryError):
+        return "out of memory: Ray's memory monitor killed the worker"
+    if isinstance(exc, e.NodeDiedError):
+        return f"node died: {_first_line(exc)}"
+    if isinstance(exc, e.WorkerCrashedError | e.LocalRayletDiedError):
+        return f"worker died: {_first_line(exc)}"
+    if isinstance(exc, e.RayTaskError):
+        cause = getattr(exc, "cause", None)
+        if cause is not None and not isinstance(cause, e.RayTaskError):
+            if isinstance(cause, e.RayActorError):
+                return f"coordinator unreachable: {_first_line(cause)}"
+            return f"{type(cause).__name__}: {_first_line(cause)}"
+        return f"{exc.function_name} raised: {_first_line(exc)}"
+    if isinstance(exc, e.RayError):
+        return f"ray error ({type(exc).__name__}): {_first_line(exc)}"
+    return f"{type(exc).__name__}: {_first_line(exc)}"
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text[:500]
+
+
+def _finite_or_str(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    # user attrs are JSON: NaN and infinity would not survive the round trip
+    return {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v)) for k, v in metrics.items()}

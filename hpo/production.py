@@ -1,0 +1,70 @@
+"""Production training from an exported (or hand-written) training file: the same ``fit`` the sweep ran."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hpo import yamlio
+from hpo.config import TrainFile, load_train_file
+from hpo.errors import ConfigError
+from trials.errors import TrialsError
+
+
+@dataclass(frozen=True)
+class TrainRun:
+    output: Path
+    metric: str
+    value: float
+    tuned_value: float | None
+    status: str
+    epochs_run: int
+    best_epoch: int
+
+
+def train_from_file(
+    path: str | Path, output: str | Path, *, log: Callable[[str], None] = print, num_threads: int | None = None
+) -> TrainRun:
+    """Train the config in ``path``; write ``model.pt`` (weights + config), ``metrics.json`` and ``config.yaml``."""
+    from trials.checkpoint import save_model
+    from trials.preflight import check
+    from trials.train import fit
+
+    doc: TrainFile = load_train_file(path)
+    config = doc.train
+    try:
+        check(config)
+    except TrialsError as e:
+        raise ConfigError(f"{path}: train: {e}") from None
+    out = Path(output).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    metric = config.metric
+
+    def reporter(epoch: int, metrics: Mapping[str, float]) -> str:
+        shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+        log(f"epoch {epoch}/{config.epochs} {shown}")
+        return "continue"
+
+    result = fit(config, reporter, out, num_threads=num_threads, log=log)
+    value = float(result.best_metrics[metric])
+    save_model(out / "model.pt", result.model, config, num_classes=result.num_classes,
+               class_names=result.class_names, metrics=result.best_metrics)
+    tuned = doc.provenance.value if doc.provenance else None
+    metrics: dict[str, Any] = {
+        "metric": metric,
+        "value": value,
+        "tuned_value": tuned,
+        "status": result.status,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "best_metrics": result.best_metrics,
+        "history": result.history,
+        "provenance": doc.provenance.model_dump() if doc.provenance else None,
+    }
+    yamlio.write_atomic(out / "metrics.json", json.dumps(metrics, indent=2, default=float) + "\n")
+    yamlio.write_atomic(out / "config.yaml", yamlio.dumps({"version": doc.version, "train": config.to_dict()}))
+    (out / "checkpoint.pt").unlink(missing_ok=True)  # the run finished: nothing to resume
+    return TrainRun(out, metric, value, tuned, result.status, result.epochs_run, result.best_epoch)

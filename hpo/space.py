@@ -1,0 +1,222 @@
+"""The search space: a YAML spec to Optuna distributions, and a trial to a plain dict. Pure.
+
+Each entry of ``search_space`` is one of::
+
+    lr: {low: 1.0e-5, high: 1.0e-1, log: true}   # float range (int range if the field is an int)
+    epochs: {low: 2, high: 8, step: 2}            # int range with a step
+    batch_size: {choices: [16, 32, 64]}           # categorical; a bare list means the same
+    optimizer: [adamw, sgd]
+    dropout: 0.1                                  # fixed: not searched, but applied to every trial
+    dropout: {value: 0.1}                         # the same, spelled out
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+
+#: The five hyperparameters every sweep searches unless the config overrides or fixes them.
+DEFAULT_SPACE: dict[str, Any] = {
+    "lr": {"low": 1e-5, "high": 1e-1, "log": True},
+    "batch_size": {"choices": [16, 32, 64, 128]},
+    "dropout": {"low": 0.0, "high": 0.5},
+    "weight_decay": {"low": 1e-6, "high": 1e-2, "log": True},
+    "aug_strength": {"low": 0.0, "high": 1.0},
+}
+
+_RANGE_KEYS = frozenset({"low", "high", "log", "step"})
+
+
+class SpaceError(ValueError):
+    """A search-space entry is invalid. ``path`` is relative to ``search_space``."""
+
+    def __init__(self, path: str, value: Any, message: str) -> None:
+        self.path = path
+        self.value = value
+        self.reason = message
+        super().__init__(f"{path}: {message}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One entry: searched (``distribution`` set) or fixed (``distribution`` None, ``value`` set)."""
+
+    name: str
+    distribution: BaseDistribution | None
+    value: Any = None
+
+    @property
+    def is_fixed(self) -> bool:
+        return self.distribution is None
+
+    def candidates(self) -> list[Any]:
+        """Values worth validating against the training config: the fixed value, the bounds, every choice."""
+        d = self.distribution
+        if d is None:
+            return [self.value]
+        if isinstance(d, CategoricalDistribution):
+            return list(d.choices)
+        assert isinstance(d, (FloatDistribution, IntDistribution))
+        return [d.low, d.high]
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    params: tuple[Param, ...]
+
+    @property
+    def distributions(self) -> dict[str, BaseDistribution]:
+        """The searched parameters, for ``study.ask(fixed_distributions=...)``."""
+        return {p.name: p.distribution for p in self.params if p.distribution is not None}
+
+    @property
+    def fixed(self) -> dict[str, Any]:
+        """The fixed parameters, applied to every trial as they are."""
+        return {p.name: p.value for p in self.params if p.distribution is None}
+
+    def suggest(self, trial: Any) -> dict[str, Any]:
+        """Sample every searched parameter through ``trial.suggest_*``; return them with the fixed ones."""
+        out: dict[str, Any] = {}
+        for p in self.params:
+            d = p.distribution
+            if d is None:
+                out[p.name] = p.value
+            elif isinstance(d, CategoricalDistribution):
+                out[p.name] = trial.suggest_categorical(p.name, d.choices)
+            elif isinstance(d, IntDistribution):
+                out[p.name] = trial.suggest_int(p.name, d.low, d.high, step=d.step, log=d.log)
+            else:
+                assert isinstance(d, FloatDistribution)
+                out[p.name] = trial.suggest_float(p.name, d.low, d.high, step=d.step, log=d.log)
+        return out
+
+    def to_spec(self) -> dict[str, Any]:
+        """The space as a plain, YAML-safe spec that ``parse_space`` turns back into an equal space."""
+        out: dict[str, Any] = {}
+        for p in self.params:
+            d = p.distribution
+            if d is None:
+                out[p.name] = {"value": p.value}
+            elif isinstance(d, CategoricalDistribution):
+                out[p.name] = {"choices": list(d.choices)}
+            else:
+                assert isinstance(d, (FloatDistribution, IntDistribution))
+                spec: dict[str, Any] = {"low": d.low, "high": d.high}
+                if d.log:
+                    spec["log"] = True
+                if d.step is not None and not (isinstance(d, IntDistribution) and d.step == 1):
+                    spec["step"] = d.step
+                out[p.name] = spec
+        return out
+
+
+def parse_space(spec: Mapping[str, Any] | None, field_types: Mapping[str, type], *, defaults: bool = True) -> SearchSpace:
+    """Parse a ``search_space`` mapping into a ``SearchSpace``.
+
+    ``field_types`` maps each searchable training-config field to its Python type (int, float, str, bool);
+    an entry for any other name is an error. With ``defaults``, the five default hyperparameters are
+    searched unless ``spec`` overrides or fixes them.
+    """
+    if spec is not None and not isinstance(spec, Mapping):
+        raise SpaceError("search_space", spec, "must be a mapping of field name to range, choices or value")
+    merged: dict[str, Any] = dict(DEFAULT_SPACE) if defaults else {}
+    merged.update(spec or {})
+    params = []
+    for name, entry in merged.items():
+        if not isinstance(name, str) or name not in field_types:
+            valid = ", ".join(sorted(field_types))
+            raise SpaceError(str(name), entry, f"is not a searchable training-config field (valid: {valid})")
+        params.append(parse_param(name, entry, field_types[name]))
+    return SearchSpace(tuple(params))
+
+
+def parse_param(name: str, entry: Any, kind: type) -> Param:
+    """Parse one search-space entry for a field of type ``kind``."""
+    if isinstance(entry, Mapping):
+        keys = set(entry)
+        if keys == {"value"}:
+            return Param(name, None, _scalar(name + ".value", entry["value"], kind))
+        if "choices" in keys:
+            extra = keys - {"choices"}
+            if extra:
+                raise SpaceError(f"{name}.{sorted(extra)[0]}", entry[sorted(extra)[0]], "cannot be combined with choices")
+            return Param(name, _categorical(name + ".choices", entry["choices"], kind))
+        unknown = keys - _RANGE_KEYS
+        if unknown:
+            key = sorted(unknown, key=str)[0]
+            raise SpaceError(f"{name}.{key}", entry[key], "unknown key (use low/high/log/step, choices, or value)")
+        return Param(name, _range(name, entry, kind))
+    if isinstance(entry, list | tuple):
+        return Param(name, _categorical(name, entry, kind))
+    return Param(name, None, _scalar(name, entry, kind))
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _scalar(path: str, value: Any, kind: type) -> Any:
+    if value is None:
+        return None  # nullable fields (weights, early_stopping.patience); the training config validates them
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise SpaceError(path, value, "must be true or false")
+        return value
+    if kind is str:
+        if not isinstance(value, str):
+            raise SpaceError(path, value, "must be a string")
+        return value
+    if not _is_number(value) or not math.isfinite(value):
+        raise SpaceError(path, value, "must be a finite number")
+    if kind is int:
+        if float(value) != int(value):
+            raise SpaceError(path, value, "must be an integer")
+        return int(value)
+    return float(value)
+
+
+def _categorical(path: str, choices: Any, kind: type) -> CategoricalDistribution:
+    if not isinstance(choices, list | tuple) or len(choices) == 0:
+        raise SpaceError(path, choices, "must be a non-empty list of choices")
+    values = tuple(_scalar(f"{path}[{i}]", c, kind) for i, c in enumerate(choices))
+    if len(set(values)) != len(values):
+        raise SpaceError(path, list(choices), "must not repeat a choice")
+    return CategoricalDistribution(values)
+
+
+def _range(path: str, entry: Mapping[str, Any], kind: type) -> FloatDistribution | IntDistribution:
+    if kind not in (int, float):
+        raise SpaceError(path, dict(entry), f"is a {kind.__name__} field: give choices or a fixed value, not a range")
+    for key in ("low", "high"):
+        if key not in entry:
+            raise SpaceError(f"{path}.{key}", None, "is required for a range")
+    low = _scalar(path + ".low", entry["low"], kind)
+    high = _scalar(path + ".high", entry["high"], kind)
+    log = entry.get("log", False)
+    if not isinstance(log, bool):
+        raise SpaceError(path + ".log", log, "must be true or false")
+    if low >= high:
+        raise SpaceError(path, {"low": entry["low"], "high": entry["high"]}, "low must be less than high")
+    step = entry.get("step")
+    if step is not None:
+        step = _scalar(path + ".step", step, kind)
+        if step <= 0:
+            raise SpaceError(path + ".step", entry["step"], "must be positive")
+        if log:
+            raise SpaceError(path + ".step", entry["step"], "cannot be combined with log: true")
+        if step > high - low:
+            raise SpaceError(path + ".step", entry["step"], f"is larger than the range {low}..{high}")
+    if log and low <= 0:
+        raise SpaceError(path + ".low", entry["low"], "must be > 0 for a log range")
+    if kind is int:
+        return IntDistribution(int(low), int(high), log=log, step=int(step) if step is not None else 1)
+    return FloatDistribution(float(low), float(high), log=log, step=float(step) if step is not None else None)

@@ -1,0 +1,85 @@
+"""What a study holds: counts by state, the best trial, compute spent and compute saved. Pure
+functions of the trials, so the numbers can be checked against ``optuna.load_study`` directly."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo import study as studies
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    number: int
+    state: str
+    value: float | None
+    params: dict[str, Any]
+    epochs_run: int
+    max_epochs: int | None
+    duration_s: float | None
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class StudyStatus:
+    study: str
+    metric: str
+    direction: str
+    counts: dict[str, int]
+    best: dict[str, Any] | None
+    trial_seconds: float
+    epochs_run: int
+    epochs_budget: int  # what the finished and failed trials would have run without pruning or early stopping
+    epochs_saved: int
+    saved_fraction: float  # epochs_saved / epochs_budget (0 when there is no budget yet)
+    rows: list[TrialRow]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def trial_row(t: FrozenTrial) -> TrialRow:
+    config = studies.trial_train_config(t) or {}
+    epochs = t.user_attrs.get(studies.ATTR_EPOCHS_RUN)
+    if epochs is None:
+        epochs = len(t.intermediate_values)
+    duration = t.user_attrs.get(studies.ATTR_DURATION)
+    if duration is None and t.datetime_start is not None and t.datetime_complete is not None:
+        duration = (t.datetime_complete - t.datetime_start).total_seconds()
+    value = t.value if t.value is None or math.isfinite(t.value) else None
+    return TrialRow(
+        number=t.number,
+        state=t.state.name,
+        value=value,
+        params=dict(t.params),
+        epochs_run=int(epochs),
+        max_epochs=config.get("epochs"),
+        duration_s=float(duration) if duration is not None else None,
+        reason=t.user_attrs.get(studies.ATTR_FAIL_REASON),
+    )
+
+
+def summarize(name: str, metric: str, direction: str, trials: Sequence[FrozenTrial]) -> StudyStatus:
+    rows = [trial_row(t) for t in sorted(trials, key=lambda t: t.number)]
+    done = [r for r in rows if r.state in ("COMPLETE", "PRUNED", "FAIL")]
+    budget = sum(r.max_epochs or r.epochs_run for r in done)
+    run = sum(r.epochs_run for r in done)
+    best = studies.select_best(trials, direction)
+    return StudyStatus(
+        study=name,
+        metric=metric,
+        direction=direction,
+        counts=studies.state_counts(trials),
+        best=None if best is None else {"number": best.number, "value": best.value, "params": dict(best.params)},
+        trial_seconds=sum(r.duration_s or 0.0 for r in rows if r.state != TrialState.RUNNING.name),
+        epochs_run=sum(r.epochs_run for r in rows),
+        epochs_budget=budget,
+        epochs_saved=max(0, budget - run),
+        saved_fraction=(max(0, budget - run) / budget) if budget else 0.0,
+        rows=rows,
+    )

@@ -1,0 +1,347 @@
+"""The sweep loop: ask, dispatch on Ray, tell, until ``n_trials`` trials have finished.
+
+The driver holds no database connection while trials run: the coordinator actor owns the study.
+Before Ray starts, the driver validates everything, creates the schema and the study, and marks
+trials a dead driver left RUNNING as FAIL ("driver lost"), retrying them if the config allows.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+
+import hpo
+from hpo import outcomes
+from hpo import study as studies
+from hpo.config import SweepConfig, load_train_file
+from hpo.coordinator import Asked, Outcome
+from hpo.dispatch import Workload, fit_parallel, ray_session, start_coordinator, train_workload, trial_task
+from hpo.errors import ConfigError, SweepError
+from hpo.progress import Clock, LineObserver, Observer, format_duration
+from storage import close_storage, mask_url, open_storage, storage_errors
+from trials.errors import TrialsError
+
+DRIVER_LOST = "driver lost: the trial was RUNNING when a new sweep on its study started"
+INTERRUPTED = "interrupted"
+TICK_SECONDS = 1.0
+
+
+@dataclass
+class SweepResult:
+    study: str
+    storage: str  # password masked
+    counts: dict[str, int]
+    best: dict[str, Any] | None
+    launched: int
+    failed_now: int
+    elapsed_s: float
+    stopped: str  # target reached | nothing to do | timeout | failure budget | interrupted | cancelled
+    exit_code: int
+
+
+@dataclass
+class _Prepared:
+    finished: int
+    counts: dict[str, int]
+    best: dict[str, Any] | None
+    retry_queue: list[tuple[int, int]]  # (trial_id, attempt) of failed trials to run again
+    reaped: list[int]
+
+
+class Stopper:
+    """Ctrl-C: the first request stops launching; the second cancels running trials."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self._lock = threading.Lock()
+
+    def request(self) -> int:
+        with self._lock:
+            self.requests += 1
+            return self.requests
+
+    @property
+    def draining(self) -> bool:
+        return self.requests >= 1
+
+    @property
+    def cancelling(self) -> bool:
+        return self.requests >= 2
+
+
+@dataclass
+class _Running:
+    asked: Asked
+    attempt: int
+    started: float = field(default_factory=time.monotonic)
+
+
+def preflight(cfg: SweepConfig) -> None:
+    """Cheap checks of the data, model and weights before anything is written (no training)."""
+    from trials.preflight import check
+
+    try:
+        check(cfg.base_train)
+    except TrialsError as e:
+        raise ConfigError(f"train: {e}") from None
+
+
+def prepare_study(cfg: SweepConfig, *, enqueue: str | None = None) -> _Prepared:
+    """Create the schema and the study, reap trials left RUNNING, warm-start; then close the connections."""
+    url = cfg.storage or ""
+    storage = open_storage(url, create_schema=True)
+    try:
+        with storage_errors(url, "storage error on"):
+            study = studies.create_or_load(
+                storage, cfg.study_name, direction=str(cfg.study.direction), metric=cfg.study.metric, version=hpo.__version__
+            )
+            reaped = studies.reap_running(study, DRIVER_LOST)
+            if enqueue:
+                _enqueue(study, cfg, enqueue)
+            trials = study.get_trials(deepcopy=False)
+            by_number = {t.number: t for t in trials}
+            retry_queue = []
+            for number in reaped:
+                t = by_number[number]
+                attempt = int(t.user_attrs.get(studies.ATTR_ATTEMPT, 1))
+                if attempt <= cfg.retries:
+                    retry_queue.append((t._trial_id, attempt + 1))
+            best = studies.select_best(trials, str(cfg.study.direction))
+            return _Prepared(
+                finished=studies.n_finished(trials),
+                counts=studies.state_counts(trials),
+                best=None if best is None else {"number": best.number, "value": best.value, "params": best.params},
+                retry_queue=retry_queue,
+                reaped=reaped,
+            )
+    finally:
+        close_storage(storage)
+
+
+def _enqueue(study: Any, cfg: SweepConfig, path: str) -> None:
+    """Warm-start: queue the searched params of an exported config as the next trial."""
+    train = load_train_file(path).train.to_dict()
+    params = {}
+    for name in cfg.space.distributions:
+        node: Any = train
+        for part in name.split("."):
+            node = node[part]
+        params[name] = node
+    study.enqueue_trial(params, skip_if_exists=True)
+
+
+def run_sweep(
+    cfg: SweepConfig,
+    *,
+    ray_address: str | None = None,
+    workload: Workload = train_workload,
+    observer: Observer | None = None,
+    enqueue: str | None = None,
+    check_data: bool = True,
+    stopper: Stopper | None = None,
+    handle_sigint: bool = True,
+) -> SweepResult:
+    """Run (or continue) the sweep ``cfg`` until its study has ``n_trials`` finished trials.
+
+    ``workload`` is what each trial runs on a worker (default: ``trials.train.fit``); it must be importable
+    there. Raises ``ConfigError``/``StorageError`` before touching the study when the input is bad;
+    returns a ``SweepResult`` whose ``exit_code`` is 1 when the failure budget was spent and 130 when
+    the user interrupted.
+    """
+    obs = observer or LineObserver(metric=cfg.study.metric)
+    stopper = stopper or Stopper()
+    if check_data:
+        preflight(cfg)
+    if enqueue:
+        load_train_file(enqueue)  # validate before the study is touched
+    prepared = prepare_study(cfg, enqueue=enqueue)
+    target = cfg.study.n_trials
+    storage_shown = mask_url(cfg.storage or "")
+    head = f"study {cfg.study_name!r} on {storage_shown}: {prepared.finished}/{target} trials finished"
+    if prepared.reaped:
+        head += f"; marked {len(prepared.reaped)} trial(s) left RUNNING by a lost driver as FAIL: {prepared.reaped}"
+    obs.message(head)
+    if prepared.finished >= target:
+        obs.message(f"nothing to do: the study already has {prepared.finished} finished trials (n_trials={target})")
+        return SweepResult(cfg.study_name, storage_shown, prepared.counts, prepared.best, 0, 0, 0.0, "nothing to do", 0)
+
+    previous = _install_sigint(stopper, obs) if handle_sigint else None
+    try:
+        with ray_session(ray_address) as info:
+            return _loop(cfg, info, prepared, workload, obs, stopper)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _install_sigint(stopper: Stopper, obs: Observer) -> Any:
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        n = stopper.request()
+        if n == 1:
+            obs.message("Ctrl-C: no new trials will start; running trials will finish (Ctrl-C again cancels them)")
+        elif n == 2:
+            obs.message("Ctrl-C again: cancelling running trials")
+
+    return signal.signal(signal.SIGINT, handler)
+
+
+def _loop(cfg: SweepConfig, info: Any, prepared: _Prepared, workload: Workload, obs: Observer, stopper: Stopper) -> SweepResult:
+    res = cfg.resources
+    if res.gpus_per_trial > 0 and info.gpus < res.gpus_per_trial:
+        raise ConfigError(
+            f"resources.gpus_per_trial: the Ray cluster has {info.gpus:g} GPUs, got {res.gpus_per_trial:g}"
+        )
+    if info.cpus < res.cpus_per_trial:
+        raise ConfigError(f"resources.cpus_per_trial: the Ray cluster has {info.cpus:g} CPUs, got {res.cpus_per_trial:g}")
+    parallel = cfg.parallel or fit_parallel(info, res.cpus_per_trial, res.gpus_per_trial)
+    where = f"local Ray ({info.cpus:g} CPUs, {info.gpus:g} GPUs; logs in {info.temp_dir})" if info.temp_dir else (
+        f"Ray at {info.address} ({info.cpus:g} CPUs, {info.gpus:g} GPUs)"
+    )
+    obs.message(f"running up to {parallel} trials at once on {where}")
+
+    space = cfg.space
+    checkpoint_root = str(Path(cfg.output_dir).expanduser().resolve() / cfg.study_name)
+    coordinator = start_coordinator(
+        storage_url=cfg.storage,
+        study_name=cfg.study_name,
+        metric=cfg.study.metric,
+        direction=cfg.study.direction,
+        distributions=space.distributions,
+        base_config=cfg.base_train.to_dict(),
+        fixed_params=space.fixed,
+        checkpoint_root=checkpoint_root,
+        sampler=cfg.study.sampler,
+        rule=cfg.pruner.rule(),
+        parallel=parallel,
+        retry_timeout=cfg.storage_options.retry_timeout,
+    )
+    task = trial_task(res.cpus_per_trial, res.gpus_per_trial)
+    threads = max(1, int(res.cpus_per_trial))
+    clock = Clock()
+    counts = dict(prepared.counts)
+    best = prepared.best
+    retry_queue = list(prepared.retry_queue)
+    running: dict[ray.ObjectRef, _Running] = {}
+    launched = failed_now = 0
+    stopped = "target reached"
+    target = cfg.study.n_trials
+    deadline = time.monotonic() + cfg.study.timeout if cfg.study.timeout else math.inf
+    last_tick = 0.0
+
+    def finished() -> int:
+        return counts["COMPLETE"] + counts["PRUNED"]
+
+    def tell(run: _Running, outcome: Outcome) -> None:
+        nonlocal best, failed_now, stopped
+        summary = _call(coordinator.tell.remote(run.asked.trial_id, outcome))
+        counts["RUNNING"] = max(0, counts.get("RUNNING", 0) - 1)
+        counts[summary["state"]] = counts.get(summary["state"], 0) + 1
+        if summary["state"] == "COMPLETE" and summary["value"] is not None and _better(summary["value"], best, cfg):
+            best = {"number": summary["number"], "value": summary["value"], "params": summary["params"]}
+        if summary["state"] == "FAIL":
+            failed_now += 1
+            if outcomes.is_retryable(summary.get("reason")) and run.attempt <= cfg.retries:
+                retry_queue.append((run.asked.trial_id, run.attempt + 1))
+        obs.trial_finished(summary, counts, best)
+
+    try:
+        while True:
+            if not stopper.draining and failed_now > cfg.max_failures:
+                stopped = "failure budget"
+                obs.message(
+                    f"stopping: {failed_now} trials failed in this sweep (max_failures={cfg.max_failures}); "
+                    "waiting for running trials"
+                )
+                stopper.request()
+            if stopper.cancelling:
+                for ref, run in list(running.items()):
+                    ray.cancel(ref, force=True)
+                    tell(run, Outcome("FAIL", None, INTERRUPTED))
+                    del running[ref]
+                stopped = "cancelled" if stopped != "failure budget" else stopped
+                break
+            if time.monotonic() >= deadline and stopped == "target reached":
+                stopped = "timeout"
+                obs.message(f"study.timeout of {cfg.study.timeout:g}s reached: no new trials; waiting for running ones")
+            launching = not stopper.draining and stopped == "target reached"
+            while launching and len(running) < parallel and finished() + len(running) < target:
+                retry = retry_queue.pop(0) if retry_queue else None
+                asked: Asked = _call(coordinator.ask.remote(*retry) if retry else coordinator.ask.remote())
+                ref = task.remote(
+                    asked.trial_id, asked.train_config, asked.checkpoint_dir, asked.resume_from, coordinator, workload, threads
+                )
+                running[ref] = _Running(asked, retry[1] if retry else 1)
+                counts["RUNNING"] = counts.get("RUNNING", 0) + 1
+                launched += 1
+            if not running:
+                if stopper.draining and stopped == "target reached":
+                    stopped = "interrupted"
+                break
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
+            for ref in ready:
+                run = running.pop(ref)
+                try:
+                    outcome = outcomes.from_result(ray.get(ref), cfg.study.metric)
+                except ray.exceptions.RayActorError as e:
+                    raise SweepError(f"the coordinator died: {outcomes.describe_error(e)}") from e
+                except ray.exceptions.RayError as e:
+                    outcome = outcomes.from_error(e)
+                tell(run, outcome)
+            now = time.monotonic()
+            if now - last_tick >= TICK_SECONDS:
+                last_tick = now
+                obs.tick(_call(coordinator.live.remote()), counts, best)
+    finally:
+        for ref in running:
+            ray.cancel(ref, force=True)
+        try:
+            ray.get(coordinator.close.remote(), timeout=30)
+        except ray.exceptions.RayError:
+            pass
+        ray.kill(coordinator)
+
+    if stopper.draining and stopped == "target reached":
+        stopped = "interrupted"
+    exit_code = {"failure budget": 1, "interrupted": 130, "cancelled": 130}.get(stopped, 0)
+    elapsed = clock.elapsed()
+    summary = (
+        f"{stopped}: {finished()}/{target} finished ({counts['COMPLETE']} complete, {counts['PRUNED']} pruned), "
+        f"{counts['FAIL']} failed in all, {failed_now} in this sweep, {format_duration(elapsed)}"
+    )
+    if best:
+        summary += f"; best trial {best['number']}: {cfg.study.metric}={best['value']:.4f}"
+    obs.message(summary)
+    return SweepResult(cfg.study_name, mask_url(cfg.storage or ""), counts, best, launched, failed_now, elapsed, stopped, exit_code)
+
+
+def _better(value: float, best: dict[str, Any] | None, cfg: SweepConfig) -> bool:
+    if best is None:
+        return True
+    return value > best["value"] if cfg.study.direction == "maximize" else value < best["value"]
+
+
+def _call(ref: Any) -> Any:
+    """``ray.get`` on a coordinator call; a dead coordinator ends the sweep with one line."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayActorError as e:
+        raise SweepError(f"the coordinator died: {outcomes.describe_error(e)}") from e
+    except ray.exceptions.RayTaskError as e:
+        cause = getattr(e, "cause", None)
+        if cause is not None:
+            raise cause from None
+        raise
+
+
+Callback = Callable[[SweepResult], None]

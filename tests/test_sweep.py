@@ -1,0 +1,113 @@
+"""The sweep loop against a real PostgreSQL and a real local Ray, with a fast synthetic workload
+(real functions on real Ray workers, reporting through the real coordinator)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hpo.config import SweepConfig, load_sweep_config
+from hpo.progress import QuietObserver
+from hpo.sweep import run_sweep
+from tests import workloads
+
+pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("ray_local")]
+
+
+def _cfg(tmp_path: Path, url: str, text: str, **overrides: object) -> SweepConfig:
+    path = tmp_path / "sweep.yaml"
+    path.write_text(text)
+    return load_sweep_config(path, storage=url, output_dir=str(tmp_path / "runs"), **overrides)
+
+
+BASE = """
+study: {name: s, n_trials: 12, sampler: {name: tpe, seed: 3}}
+pruner: {n_startup_trials: 3, n_warmup_steps: 1}
+search_space:
+  lr: {low: 1.0e-4, high: 1.0, log: true}
+train: {epochs: 5, image_size: 32}
+"""
+
+
+def _run(cfg: SweepConfig, workload: object = workloads.synthetic) -> object:
+    return run_sweep(cfg, workload=workload, observer=QuietObserver(), check_data=False)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("parallel", [2, 4])
+def test_sweep_prunes_records_each_epoch_and_bounds_connections(
+    tmp_path: Path, pg_url: str, peak_connections: type, parallel: int
+) -> None:
+    cfg = _cfg(tmp_path, pg_url, BASE + "resources: {cpus_per_trial: 0.5}\n", parallel=parallel)
+    with peak_connections(pg_url) as peak:
+        result = _run(cfg)
+    assert result.exit_code == 0 and result.stopped == "target reached"
+    study = optuna.load_study(study_name="s", storage=pg_url)
+    trials = study.get_trials()
+    states = [t.state for t in trials]
+    assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == 12
+    assert TrialState.COMPLETE in states and TrialState.PRUNED in states
+    for t in trials:
+        steps = sorted(t.intermediate_values)
+        assert steps == list(range(1, len(steps) + 1)), t.number
+        if t.state == TrialState.COMPLETE:
+            assert len(steps) == 5
+            assert t.value == max(t.intermediate_values.values())
+            assert t.user_attrs["train_config"]["lr"] == t.params["lr"]
+        else:
+            assert len(steps) < 5
+    assert peak.samples > 10
+    assert 1 <= peak.peak <= 4, peak.peak
+
+
+def test_resume_continues_to_the_new_target_with_unique_numbers(tmp_path: Path, pg_url: str) -> None:
+    assert _run(_cfg(tmp_path, pg_url, BASE, **{"study.n_trials": 4})).exit_code == 0
+    again = _run(_cfg(tmp_path, pg_url, BASE, **{"study.n_trials": 8}))
+    assert again.launched == 4
+    trials = optuna.load_study(study_name="s", storage=pg_url).get_trials()
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 8
+    assert sorted(t.number for t in trials) == list(range(len(trials)))
+    nothing = _run(_cfg(tmp_path, pg_url, BASE, **{"study.n_trials": 8}))
+    assert nothing.stopped == "nothing to do" and nothing.launched == 0
+
+
+def test_a_trial_that_kills_its_process_fails_with_a_reason_and_the_sweep_goes_on(tmp_path: Path, pg_url: str) -> None:
+    text = BASE.replace("search_space:\n", "search_space:\n  seed: [0, 1]\n") + "max_failures: 50\n"
+    result = _run(_cfg(tmp_path, pg_url, text, **{"study.n_trials": 6}), workloads.exit_when_told)
+    assert result.exit_code == 0
+    trials = optuna.load_study(study_name="s", storage=pg_url).get_trials()
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 6
+    assert failed, "the sampler never picked seed 1"
+    for t in failed:
+        assert t.params["seed"] == 1
+        assert t.user_attrs["fail_reason"].startswith("worker died"), t.user_attrs
+    assert all(t.params["seed"] == 0 for t in finished)
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+
+
+def test_past_the_failure_budget_the_sweep_stops_with_exit_1(tmp_path: Path, pg_url: str) -> None:
+    text = BASE.replace("search_space:\n", "search_space:\n  seed: 1\n") + "max_failures: 2\nparallel: 1\n"
+    result = _run(_cfg(tmp_path, pg_url, text), workloads.exit_when_told)
+    assert result.exit_code == 1 and result.stopped == "failure budget"
+    trials = optuna.load_study(study_name="s", storage=pg_url).get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL] * 3
+
+
+def test_trials_left_running_by_a_dead_driver_are_failed_when_a_sweep_starts(tmp_path: Path, pg_url: str) -> None:
+    cfg = _cfg(tmp_path, pg_url, BASE, **{"study.n_trials": 2})
+    from storage import close_storage, open_storage
+
+    s = open_storage(pg_url)
+    study = optuna.create_study(study_name="s", storage=s, direction="maximize")
+    orphan = study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)})
+    orphan.report(0.5, 1)
+    close_storage(s)
+    assert _run(cfg).exit_code == 0
+    reaped = optuna.load_study(study_name="s", storage=pg_url).get_trials()[0]
+    assert reaped.number == orphan.number and reaped.state == TrialState.FAIL
+    assert reaped.user_attrs["fail_reason"].startswith("driver lost")

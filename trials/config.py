@@ -1,0 +1,270 @@
+"""The training config: one typed, validated, plain-data description of a fine-tuning run.
+
+It is what a sweep trial and ``hpo train`` both consume, so production trains exactly what was tuned.
+Plain dataclasses (no pydantic, no YAML) so workers need nothing beyond torch; ``hpo`` validates it
+with pydantic from YAML, and ``TrainConfig.from_dict`` rebuilds it on a worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args, get_type_hints
+
+from trials.errors import TrainConfigError
+
+#: Metrics ``evaluate`` produces and ``fit`` can monitor, with the direction that is better.
+METRIC_MODES: dict[str, Literal["max", "min"]] = {"val_acc": "max", "val_loss": "min"}
+
+DatasetType = Literal["digits", "imagefolder", "torchvision"]
+OptimizerName = Literal["adamw", "sgd"]
+SchedulerName = Literal["cosine", "none"]
+DeviceName = Literal["auto", "cpu", "cuda"]
+MetricName = Literal["val_acc", "val_loss"]
+
+# pydantic validates these stdlib dataclasses when ``hpo`` loads YAML; unknown keys must be rejected.
+_PYDANTIC = {"extra": "forbid"}
+
+
+def _check(ok: bool, name: str, value: Any, message: str) -> None:
+    if not ok:
+        raise TrainConfigError(name, value, message)
+
+
+def _finite(x: float) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """Where the images come from.
+
+    - ``digits``: scikit-learn's bundled 8x8 handwritten digits, upscaled to 32x32 RGB (offline demos, tests).
+    - ``imagefolder``: ``path/train/<class>/*`` + ``path/val/<class>/*`` (optional ``path/test``), or one
+      folder ``path/<class>/*`` split by ``val_split`` (stratified, deterministic by ``seed``).
+    - ``torchvision``: a built-in dataset by ``name`` (CIFAR10, CIFAR100, ...) under ``path``; ``download``
+      fetches it where there is network.
+    """
+
+    __pydantic_config__ = _PYDANTIC
+
+    type: DatasetType = "digits"
+    path: str | None = None
+    name: str | None = None
+    val_split: float | None = None
+    download: bool = False
+    classes: tuple[int | str, ...] | None = None
+    max_train_samples: int | None = None
+    max_val_samples: int | None = None
+
+    def __post_init__(self) -> None:
+        p = "dataset."
+        if self.type == "imagefolder":
+            _check(bool(self.path), p + "path", self.path, "is required for type imagefolder")
+        if self.type == "torchvision":
+            _check(bool(self.name), p + "name", self.name, "is required for type torchvision (e.g. CIFAR10)")
+        if self.val_split is not None:
+            _check(_finite(self.val_split) and 0 < self.val_split < 1, p + "val_split", self.val_split,
+                   "must be between 0 and 1 (exclusive)")
+        if self.classes is not None:
+            _check(len(self.classes) >= 2, p + "classes", self.classes, "must list at least 2 classes")
+            _check(len(set(self.classes)) == len(self.classes), p + "classes", self.classes,
+                   "must not repeat a class")
+        for name in ("max_train_samples", "max_val_samples"):
+            v = getattr(self, name)
+            if v is not None:
+                _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, p + name, v,
+                       "must be a positive integer")
+
+
+@dataclass(frozen=True)
+class EarlyStoppingConfig:
+    """Stop a run when the monitored metric has not improved by ``min_delta`` for ``patience`` epochs.
+
+    ``patience: null`` turns early stopping off. The best epoch's weights are restored at the end.
+    """
+
+    __pydantic_config__ = _PYDANTIC
+
+    patience: int | None = 3
+    min_delta: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.patience is not None:
+            _check(self.patience >= 1, "early_stopping.patience", self.patience, "must be at least 1 (or null)")
+        _check(_finite(self.min_delta) and self.min_delta >= 0, "early_stopping.min_delta", self.min_delta,
+               "must be a finite number >= 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines one fine-tuning run. Defaults are in this one block."""
+
+    __pydantic_config__ = _PYDANTIC
+
+    model: str = "resnet18"
+    weights: str | None = None  # torchvision weights name (IMAGENET1K_V1, DEFAULT), a checkpoint path, or null
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    image_size: int = 224
+    epochs: int = 10
+    lr: float = 1e-3
+    batch_size: int = 64
+    dropout: float = 0.2
+    weight_decay: float = 1e-4
+    aug_strength: float = 0.5
+    optimizer: OptimizerName = "adamw"
+    momentum: float = 0.9  # sgd only
+    scheduler: SchedulerName = "cosine"
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    freeze_backbone_epochs: int = 0
+    backbone_lr_mult: float = 1.0
+    metric: MetricName = "val_acc"
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    seed: int = 0
+    device: DeviceName = "auto"
+    num_workers: int = 0
+    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+
+    def __post_init__(self) -> None:
+        _check(bool(self.model), "model", self.model, "must name a model")
+        _check(isinstance(self.image_size, int) and 8 <= self.image_size <= 4096, "image_size",
+               self.image_size, "must be an integer between 8 and 4096")
+        _check(isinstance(self.epochs, int) and 1 <= self.epochs <= 100_000, "epochs", self.epochs,
+               "must be an integer between 1 and 100000")
+        _check(_finite(self.lr) and 0 < self.lr <= 10, "lr", self.lr, "must be > 0 and <= 10")
+        _check(isinstance(self.batch_size, int) and 1 <= self.batch_size <= 65_536, "batch_size",
+               self.batch_size, "must be an integer between 1 and 65536")
+        _check(_finite(self.dropout) and 0 <= self.dropout < 1, "dropout", self.dropout, "must be in [0, 1)")
+        _check(_finite(self.weight_decay) and 0 <= self.weight_decay <= 1, "weight_decay", self.weight_decay,
+               "must be in [0, 1]")
+        _check(_finite(self.aug_strength) and 0 <= self.aug_strength <= 1, "aug_strength", self.aug_strength,
+               "must be in [0, 1]")
+        _check(_finite(self.momentum) and 0 <= self.momentum < 1, "momentum", self.momentum, "must be in [0, 1)")
+        _check(isinstance(self.warmup_epochs, int) and 0 <= self.warmup_epochs, "warmup_epochs",
+               self.warmup_epochs, "must be an integer >= 0")
+        _check(_finite(self.label_smoothing) and 0 <= self.label_smoothing < 1, "label_smoothing",
+               self.label_smoothing, "must be in [0, 1)")
+        _check(isinstance(self.freeze_backbone_epochs, int) and self.freeze_backbone_epochs >= 0,
+               "freeze_backbone_epochs", self.freeze_backbone_epochs, "must be an integer >= 0")
+        _check(_finite(self.backbone_lr_mult) and 0 < self.backbone_lr_mult <= 100, "backbone_lr_mult",
+               self.backbone_lr_mult, "must be > 0 and <= 100")
+        _check(isinstance(self.num_workers, int) and 0 <= self.num_workers <= 256, "num_workers",
+               self.num_workers, "must be an integer between 0 and 256")
+
+    @property
+    def mode(self) -> Literal["max", "min"]:
+        """Whether a larger (``max``) or smaller (``min``) ``metric`` is better."""
+        return METRIC_MODES[self.metric]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain, YAML/JSON-safe dict that ``from_dict`` turns back into an equal config."""
+        return _plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build a config from a plain dict (for example one made by ``to_dict``); unknown keys are errors."""
+        return _build(cls, data, "")
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes`` applied; dotted keys (``early_stopping.patience``) reach nested configs."""
+        return TrainConfig.from_dict(merge_dotted(self.to_dict(), changes))
+
+
+def merge_dotted(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """Return ``base`` with ``changes`` set; a key ``a.b`` sets ``base['a']['b']``. ``base`` is not modified."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
+    for key, value in changes.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            sub = out.get(head)
+            out[head] = merge_dotted(sub if isinstance(sub, dict) else {}, {rest: value})
+        else:
+            out[key] = value
+    return out
+
+
+def searchable_fields() -> dict[str, type]:
+    """Fields a sweep may search, by dotted name, with their Python type (int, float, str or bool).
+
+    Every scalar field of the training config (and of its nested early-stopping config) is searchable;
+    ``str`` fields can only be searched as categorical choices.
+    """
+    out: dict[str, type] = {}
+    for prefix, klass in (("", TrainConfig), ("early_stopping.", EarlyStoppingConfig)):
+        hints = get_type_hints(klass)
+        for f in dataclasses.fields(klass):
+            base = _scalar_type(hints[f.name])
+            if base is not None and f.name not in _NOT_SEARCHABLE:
+                out[prefix + f.name] = base
+    return out
+
+
+#: Scalar fields that are not hyperparameters: the objective itself and where/how the run executes.
+_NOT_SEARCHABLE = frozenset({"metric", "device", "num_workers"})
+
+
+def _scalar_type(hint: Any) -> type | None:
+    args = [a for a in get_args(hint) if a is not type(None)]
+    if hint in (int, float, str, bool):
+        return hint  # type: ignore[no-any-return]
+    if args and all(isinstance(a, str) for a in args):  # Literal["a", "b"]
+        return str
+    if len(args) == 1 and args[0] in (int, float, str, bool):  # Optional[int]
+        return args[0]  # type: ignore[no-any-return]
+    return None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _check_type(name: str, value: Any, hint: Any) -> None:
+    """Reject values of the wrong scalar type or outside a Literal's choices (pydantic does this for YAML)."""
+    args = get_args(hint)
+    if value is None:
+        _check(type(None) in args, name, value, "must not be null")
+        return
+    literals = [a for a in args if isinstance(a, str)]
+    if literals:
+        _check(value in literals, name, value, f"must be one of {', '.join(literals)}")
+        return
+    base = _scalar_type(hint)
+    if base is bool:
+        _check(isinstance(value, bool), name, value, "must be true or false")
+    elif base is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), name, value, "must be an integer")
+    elif base is float:
+        _check(isinstance(value, int | float) and not isinstance(value, bool), name, value, "must be a number")
+    elif base is str:
+        _check(isinstance(value, str), name, value, "must be a string")
+
+
+def _build(klass: type, data: Any, path: str) -> Any:
+    if not isinstance(data, dict):
+        raise TrainConfigError(path.rstrip(".") or "train", data, "must be a mapping")
+    names = {f.name for f in dataclasses.fields(klass)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise TrainConfigError(path + unknown[0], data[unknown[0]], f"unknown key (valid: {', '.join(sorted(names))})")
+    hints = get_type_hints(klass)
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        hint = hints[key]
+        if hint in (DatasetConfig, EarlyStoppingConfig):
+            value = _build(hint, value, f"{path}{key}.")
+        elif isinstance(value, list):
+            value = tuple(value)
+        else:
+            _check_type(path + key, value, hint)
+        kwargs[key] = value
+    try:
+        return klass(**kwargs)
+    except TrainConfigError as e:
+        raise TrainConfigError(path + e.field if path and not e.field.startswith(path) else e.field,
+                               e.value, e.reason) from None
