@@ -32,8 +32,12 @@ app = typer.Typer(
 
 StorageOpt = Annotated[
     str | None,
-    typer.Option("--storage", "-s", help="Study storage URL \\[default: $HPO_STORAGE, else sqlite:///hpo.db].",
-                 show_default=False),
+    typer.Option(
+        "--storage",
+        "-s",
+        help="Study storage URL \\[default: $HPO_STORAGE, else sqlite:///hpo.db].",
+        show_default=False,
+    ),
 ]
 StudyOpt = Annotated[str, typer.Option("--study", help="Study name.")]
 
@@ -59,8 +63,9 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
-    version: Annotated[bool | None, typer.Option("--version", callback=_version, is_eager=True,
-                                                 help="Print the version and exit.")] = None,
+    version: Annotated[
+        bool | None, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = None,
 ) -> None:
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import optuna
@@ -72,12 +77,30 @@ def _root(
 def sweep(
     config: Annotated[Path, typer.Argument(help="Sweep config (YAML).", show_default=False)],
     storage: StorageOpt = None,
-    study: Annotated[str | None, typer.Option("--study", help="Study name \\[default: study.name, else the file name].")] = None,
-    n_trials: Annotated[int | None, typer.Option("--n-trials", "-n", help="Finished trials to reach \\[default: study.n_trials].")] = None,
-    parallel: Annotated[int | None, typer.Option("--parallel", "-p", help="Trials at once \\[default: parallel, else what Ray's resources fit].")] = None,
-    ray_address: Annotated[str | None, typer.Option("--ray-address", help="Join this Ray cluster (auto, ray://head:10001, host:6379) \\[default: $RAY_ADDRESS, else a local Ray].")] = None,
-    enqueue: Annotated[Path | None, typer.Option("--enqueue", help="Warm-start: run this exported config's params first.")] = None,
-    no_progress: Annotated[bool, typer.Option("--no-progress", help="Plain log lines instead of the live view.")] = False,
+    study: Annotated[
+        str | None, typer.Option("--study", help="Study name \\[default: study.name, else the file name].")
+    ] = None,
+    n_trials: Annotated[
+        int | None, typer.Option("--n-trials", "-n", help="Finished trials to reach \\[default: study.n_trials].")
+    ] = None,
+    parallel: Annotated[
+        int | None,
+        typer.Option("--parallel", "-p", help="Trials at once \\[default: parallel, else what Ray's resources fit]."),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="Join this Ray cluster (auto, ray://head:10001, host:6379) "
+            "\\[default: $RAY_ADDRESS, else a local Ray].",
+        ),
+    ] = None,
+    enqueue: Annotated[
+        Path | None, typer.Option("--enqueue", help="Warm-start: run this exported config's params first.")
+    ] = None,
+    no_progress: Annotated[
+        bool, typer.Option("--no-progress", help="Plain log lines instead of the live view.")
+    ] = False,
 ) -> None:
     """Run a sweep, or continue one, until the study has n_trials finished trials.
 
@@ -129,7 +152,9 @@ def _print_status(st: Any, limit: int) -> None:
     from hpo.progress import format_duration, format_params
 
     counts = st.counts
-    rows = sorted(st.rows, key=lambda r: (r.value is None, -(r.value or 0) if st.direction == "maximize" else (r.value or 0)))
+    rows = sorted(
+        st.rows, key=lambda r: (r.value is None, -(r.value or 0) if st.direction == "maximize" else (r.value or 0))
+    )
     shown = rows if limit <= 0 else rows[:limit]
     table = Table(title=f"study {st.study}: {len(st.rows)} trials", title_justify="left")
     for col in ("#", "state", st.metric, "epochs", "duration", "params"):
@@ -137,14 +162,19 @@ def _print_status(st: Any, limit: int) -> None:
     for r in shown:
         epochs = f"{r.epochs_run}/{r.max_epochs}" if r.max_epochs else str(r.epochs_run)
         table.add_row(
-            str(r.number), r.state, "" if r.value is None else f"{r.value:.4f}", epochs,
+            str(r.number),
+            r.state,
+            "" if r.value is None else f"{r.value:.4f}",
+            epochs,
             "" if r.duration_s is None else format_duration(r.duration_s),
             format_params(r.params) + (f"  [dim]{r.reason}[/dim]" if r.reason else ""),
         )
     out.print(table)
     out.print("by state: " + ", ".join(f"{k.lower()} {v}" for k, v in counts.items() if v))
     if st.best:
-        out.print(f"best: trial {st.best['number']} {st.metric}={st.best['value']:.4f}  {format_params(st.best['params'])}")
+        out.print(
+            f"best: trial {st.best['number']} {st.metric}={st.best['value']:.4f}  {format_params(st.best['params'])}"
+        )
     else:
         out.print("best: none yet (no COMPLETE trial)")
     out.print(
@@ -173,8 +203,16 @@ def studies(
         table.add_column(col)
     for r in rows:
         c = r["counts"]
-        table.add_row(r["study"], r["direction"], str(r["n_trials"]), str(c["COMPLETE"]), str(c["PRUNED"]),
-                      str(c["FAIL"]), str(c["RUNNING"]), "" if r["best_value"] is None else f"{r['best_value']:.4f}")
+        table.add_row(
+            r["study"],
+            r["direction"],
+            str(r["n_trials"]),
+            str(c["COMPLETE"]),
+            str(c["PRUNED"]),
+            str(c["FAIL"]),
+            str(c["RUNNING"]),
+            "" if r["best_value"] is None else f"{r['best_value']:.4f}",
+        )
     out.print(table)
 
 
@@ -199,9 +237,12 @@ def export(
 
 @app.command()
 def train(
-    config: Annotated[Path, typer.Argument(help="A file from hpo export, or any YAML with a train: section.",
-                                           show_default=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for model.pt, metrics.json, config.yaml.")] = Path("runs/prod"),
+    config: Annotated[
+        Path, typer.Argument(help="A file from hpo export, or any YAML with a train: section.", show_default=False)
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Folder for model.pt, metrics.json, config.yaml.")
+    ] = Path("runs/prod"),
 ) -> None:
     """Production training: the same fit a sweep trial runs, without pruning.
 
@@ -211,7 +252,9 @@ def train(
 
     run = train_from_file(config, output, log=lambda s: out.print(s))
     tuned = f" (tuned trial: {run.tuned_value:.4f})" if run.tuned_value is not None else ""
-    out.print(f"{run.metric}={run.value:.4f}{tuned}; {run.status} after {run.epochs_run} epochs, best epoch {run.best_epoch}")
+    out.print(
+        f"{run.metric}={run.value:.4f}{tuned}; {run.status} after {run.epochs_run} epochs, best epoch {run.best_epoch}"
+    )
     out.print(f"wrote {run.output / 'model.pt'}, {run.output / 'metrics.json'}")
 
 
@@ -245,8 +288,11 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         from storage import redact
 
-        err.print(f"internal error: {type(e).__name__}: {redact(str(e).splitlines()[0] if str(e) else '')} "
-                  "(run with --debug for the traceback)", markup=False)
+        err.print(
+            f"internal error: {type(e).__name__}: {redact(str(e).splitlines()[0] if str(e) else '')} "
+            "(run with --debug for the traceback)",
+            markup=False,
+        )
         return 1
 
 

@@ -269,9 +269,16 @@ def _check_space(cfg: SweepConfig, source: str) -> None:
             try:
                 TrainConfig.from_dict(merge_dotted(base, {param.name: value}))
             except TrainConfigError as e:
-                where = "value" if param.is_fixed else "range" if len(param.candidates()) == 2 and not _is_cat(param) else "choices"
+                where = (
+                    "value"
+                    if param.is_fixed
+                    else "range"
+                    if len(param.candidates()) == 2 and not _is_cat(param)
+                    else "choices"
+                )
                 raise ConfigError(
-                    f"{source}: search_space.{param.name}: {where} includes {_show(value)}, but train.{e.field} {e.reason}"
+                    f"{source}: search_space.{param.name}: {where} includes {_show(value)}, "
+                    f"but train.{e.field} {e.reason}"
                 ) from None
 
 

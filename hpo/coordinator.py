@@ -82,8 +82,8 @@ class Coordinator:
         base_config: dict[str, Any],
         fixed_params: Mapping[str, Any],
         checkpoint_root: str,
-        sampler: SamplerConfig = SamplerConfig(),
-        rule: MedianRule | None = MedianRule(),
+        sampler: SamplerConfig | None = None,
+        rule: MedianRule | None = None,
         parallel: int = 1,
         retry_timeout: float = 60.0,
     ) -> None:
@@ -103,7 +103,7 @@ class Coordinator:
             lambda: optuna.load_study(
                 study_name=study_name,
                 storage=self._storage,
-                sampler=studies.make_sampler(sampler, parallel=parallel),
+                sampler=studies.make_sampler(sampler or SamplerConfig(), parallel=parallel),
                 pruner=pruner,  # type: ignore[arg-type]
             )
         )
@@ -146,6 +146,10 @@ class Coordinator:
             self._retry(lambda: storage.set_trial_user_attr(retry_of, studies.ATTR_RETRIED_BY, trial.number))
         self._live[tid] = LiveTrial(tid, trial.number, params, time.time(), max_steps=config.get("epochs"))
         return Asked(tid, trial.number, params, config, ckpt, resume_from)
+
+    def started(self, trial_id: int, node: dict[str, Any]) -> None:
+        """A worker picked the trial up: record where it runs (node id, host, process id, GPUs)."""
+        self._retry(lambda: self._study._storage.set_trial_user_attr(trial_id, studies.ATTR_NODE, node))
 
     def report(self, trial_id: int, step: int, metrics: Mapping[str, float]) -> str:
         """Record ``metrics[metric]`` as the trial's value at ``step``; answer ``"prune"`` or ``"continue"``."""
@@ -227,6 +231,8 @@ class Coordinator:
     # ----------------------------------------------------------------------------------------------
     def _retry(self, fn: Callable[[], T]) -> T:
         def on_retry(elapsed: float, e: BaseException) -> None:
-            log.warning("storage unavailable for %.0fs, retrying: %s", elapsed, redact(str(e).splitlines()[0], self._url))
+            log.warning(
+                "storage unavailable for %.0fs, retrying: %s", elapsed, redact(str(e).splitlines()[0], self._url)
+            )
 
         return retry_transient(fn, timeout=self._retry_timeout, on_retry=on_retry)

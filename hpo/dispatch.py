@@ -67,6 +67,14 @@ def run_trial(
 ) -> dict[str, Any]:
     """The body of a trial task, on a worker."""
     started = time.time()
+    ctx = ray.get_runtime_context()
+    node = {
+        "id": ctx.get_node_id(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "gpus": [str(g) for g in ray.get_gpu_ids()],
+    }
+    ray.get(coordinator.started.remote(trial_id, node))  # visible while the trial runs: where, which process
 
     def reporter(epoch: int, metrics: Mapping[str, float]) -> str:
         return str(ray.get(coordinator.report.remote(trial_id, epoch, {k: float(v) for k, v in metrics.items()})))
@@ -80,8 +88,7 @@ def run_trial(
         summary = workload(config, reporter, checkpoint_dir, num_threads=num_threads)
     finally:
         _release_gpu_memory()
-    ctx = ray.get_runtime_context()
-    summary["node"] = {"id": ctx.get_node_id(), "host": socket.gethostname(), "gpus": [str(g) for g in ray.get_gpu_ids()]}
+    summary["node"] = node
     summary["duration_s"] = time.time() - started
     return summary
 
@@ -154,10 +161,16 @@ def ray_session(address: str | None = None, *, temp_dir: str | None = None) -> I
             _temp_dir=temp_dir,
         )
         info = _info("local", True, temp_dir)
+    from hpo import watchdog
+
+    guard = watchdog.start_for(os.getpid()) if info.address == "local" else None
     try:
         yield info
     finally:
         ray.shutdown()
+        if guard is not None and guard.stdin is not None:
+            guard.stdin.close()  # the watchdog stops whatever Ray left behind, then exits
+            guard.wait(10)
 
 
 def _info(address: str, started: bool, temp_dir: str | None) -> RayInfo:

@@ -41,12 +41,18 @@ def export_best(storage_url: str, study_name: str, output: str | Path) -> Export
     raw = studies.trial_train_config(best)
     if raw is None:
         raise HpoError(f"trial {best.number} of study {study_name!r} records no training config (not run by hpo?)")
-    doc = build_document(raw, study=study_name, trial=best.number, value=float(best.value or 0.0),
-                         metric=metric, direction=direction, storage_url=storage_url)
+    doc = build_document(
+        raw,
+        study=study_name,
+        trial=best.number,
+        value=float(best.value or 0.0),
+        metric=metric,
+        direction=direction,
+        storage_url=storage_url,
+    )
     text = (
         f"# Best config of study {study_name!r} (trial {best.number}, {metric}={best.value:.6g}), exported by hpo.\n"
-        f"# Train it for production with: hpo train {Path(output).name} --output runs/prod\n"
-        + yamlio.dumps(doc)
+        f"# Train it for production with: hpo train {Path(output).name} --output runs/prod\n" + yamlio.dumps(doc)
     )
     path = yamlio.write_atomic(output, text)
     return Exported(path, best.number, float(best.value or 0.0), metric, text)

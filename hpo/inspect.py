@@ -32,15 +32,17 @@ def list_studies(storage_url: str) -> list[dict[str, Any]]:
                 trials = study.get_trials(deepcopy=False)
                 direction = study.direction.name.lower()
                 best = studies.select_best(trials, direction)
-                rows.append({
-                    "study": s.study_name,
-                    "direction": direction,
-                    "metric": study.user_attrs.get(studies.ATTR_METRIC),
-                    "n_trials": len(trials),
-                    "counts": studies.state_counts(trials),
-                    "best_value": None if best is None else best.value,
-                    "best_trial": None if best is None else best.number,
-                })
+                rows.append(
+                    {
+                        "study": s.study_name,
+                        "direction": direction,
+                        "metric": study.user_attrs.get(studies.ATTR_METRIC),
+                        "n_trials": len(trials),
+                        "counts": studies.state_counts(trials),
+                        "best_value": None if best is None else best.value,
+                        "best_trial": None if best is None else best.number,
+                    }
+                )
             return rows
     finally:
         close_storage(storage)

@@ -29,7 +29,9 @@ class LiveObserver:
     def message(self, text: str) -> None:
         self._live.console.print(text, markup=False, highlight=False)
 
-    def trial_finished(self, summary: Mapping[str, Any], counts: Mapping[str, int], best: Mapping[str, Any] | None) -> None:
+    def trial_finished(
+        self, summary: Mapping[str, Any], counts: Mapping[str, int], best: Mapping[str, Any] | None
+    ) -> None:
         self._live.console.file.flush()
         self._lines._out = self._live.console.file
         self._live.console.print(_line(self._lines, summary, counts, best), markup=False, highlight=False)
@@ -46,7 +48,8 @@ class LiveObserver:
         )
         best_txt = Text(
             f"best: trial {best['number']} {self._metric}={best['value']:.4f}  {format_params(best['params'])}"
-            if best else "best: none yet"
+            if best
+            else "best: none yet"
         )
         table = Table(box=None, pad_edge=False)
         for col in ("trial", "epoch", self._metric, "running", "params"):
@@ -54,9 +57,11 @@ class LiveObserver:
         for t in live:
             value = t.get(self._metric)
             table.add_row(
-                str(t["number"]), str(int(t["epoch"])) if "epoch" in t else "-",
+                str(t["number"]),
+                str(int(t["epoch"])) if "epoch" in t else "-",
                 f"{value:.4f}" if isinstance(value, float) else "-",
-                format_duration(t["running_s"]), format_params(t["params"]),
+                format_duration(t["running_s"]),
+                format_params(t["params"]),
             )
         self._live.update(Group(head, best_txt, table))
 
@@ -64,7 +69,9 @@ class LiveObserver:
         self._live.stop()
 
 
-def _line(lines: LineObserver, summary: Mapping[str, Any], counts: Mapping[str, int], best: Mapping[str, Any] | None) -> str:
+def _line(
+    lines: LineObserver, summary: Mapping[str, Any], counts: Mapping[str, int], best: Mapping[str, Any] | None
+) -> str:
     import io
 
     buf = io.StringIO()

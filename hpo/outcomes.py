@@ -30,9 +30,12 @@ def from_result(result: Mapping[str, Any], metric: str) -> Outcome:
     attrs = {k: v for k, v in attrs.items() if v is not None}
     if result.get("status") == "pruned":
         return Outcome("PRUNED", None, None, attrs)
-    value = (result.get("best_metrics") or {}).get(metric)
-    if value is None:
+    metrics = result.get("best_metrics") or {}
+    if metric not in metrics:
         return Outcome("FAIL", None, f"the trial returned no {metric!r} metric", attrs)
+    value = metrics[metric]
+    if value is None or not math.isfinite(float(value)):
+        return Outcome("FAIL", None, f"final {metric} is {value}, not a finite number", attrs)
     return Outcome("COMPLETE", float(value), None, attrs)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,16 +42,16 @@ def train_from_file(
     out = Path(output).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     metric = config.metric
-
-    def reporter(epoch: int, metrics: Mapping[str, float]) -> str:
-        shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-        log(f"epoch {epoch}/{config.epochs} {shown}")
-        return "continue"
-
-    result = fit(config, reporter, out, num_threads=num_threads, log=log)
+    result = fit(config, None, out, num_threads=num_threads, log=log)  # fit logs one line per epoch
     value = float(result.best_metrics[metric])
-    save_model(out / "model.pt", result.model, config, num_classes=result.num_classes,
-               class_names=result.class_names, metrics=result.best_metrics)
+    save_model(
+        out / "model.pt",
+        result.model,
+        config,
+        num_classes=result.num_classes,
+        class_names=result.class_names,
+        metrics=result.best_metrics,
+    )
     tuned = doc.provenance.value if doc.provenance else None
     metrics: dict[str, Any] = {
         "metric": metric,

@@ -10,7 +10,9 @@ from typing import Any, Protocol, TextIO
 
 class Observer(Protocol):
     def message(self, text: str) -> None: ...
-    def trial_finished(self, summary: Mapping[str, Any], counts: Mapping[str, int], best: Mapping[str, Any] | None) -> None: ...
+    def trial_finished(
+        self, summary: Mapping[str, Any], counts: Mapping[str, int], best: Mapping[str, Any] | None
+    ) -> None: ...
     def tick(self, live: list[dict[str, Any]], counts: Mapping[str, int], best: Mapping[str, Any] | None) -> None: ...
 
 
@@ -22,7 +24,7 @@ def format_params(params: Mapping[str, Any]) -> str:
 
 
 def format_duration(seconds: float) -> str:
-    s = int(round(seconds))
+    s = round(seconds)
     if s < 60:
         return f"{s}s"
     m, s = divmod(s, 60)
@@ -42,7 +44,9 @@ class LineObserver:
     def message(self, text: str) -> None:
         print(text, file=self._out, flush=True)
 
-    def trial_finished(self, summary: Mapping[str, Any], counts: Mapping[str, int], best: Mapping[str, Any] | None) -> None:
+    def trial_finished(
+        self, summary: Mapping[str, Any], counts: Mapping[str, int], best: Mapping[str, Any] | None
+    ) -> None:
         state = summary["state"]
         value = summary.get("value")
         val = f" {self._metric}={value:.4f}" if isinstance(value, float) else ""
@@ -66,7 +70,9 @@ class QuietObserver:
     def message(self, text: str) -> None:
         pass
 
-    def trial_finished(self, summary: Mapping[str, Any], counts: Mapping[str, int], best: Mapping[str, Any] | None) -> None:
+    def trial_finished(
+        self, summary: Mapping[str, Any], counts: Mapping[str, int], best: Mapping[str, Any] | None
+    ) -> None:
         pass
 
     def tick(self, live: list[dict[str, Any]], counts: Mapping[str, int], best: Mapping[str, Any] | None) -> None:

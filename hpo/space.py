@@ -119,7 +119,9 @@ class SearchSpace:
         return out
 
 
-def parse_space(spec: Mapping[str, Any] | None, field_types: Mapping[str, type], *, defaults: bool = True) -> SearchSpace:
+def parse_space(
+    spec: Mapping[str, Any] | None, field_types: Mapping[str, type], *, defaults: bool = True
+) -> SearchSpace:
     """Parse a ``search_space`` mapping into a ``SearchSpace``.
 
     ``field_types`` maps each searchable training-config field to its Python type (int, float, str, bool);
@@ -148,7 +150,9 @@ def parse_param(name: str, entry: Any, kind: type) -> Param:
         if "choices" in keys:
             extra = keys - {"choices"}
             if extra:
-                raise SpaceError(f"{name}.{sorted(extra)[0]}", entry[sorted(extra)[0]], "cannot be combined with choices")
+                raise SpaceError(
+                    f"{name}.{sorted(extra)[0]}", entry[sorted(extra)[0]], "cannot be combined with choices"
+                )
             return Param(name, _categorical(name + ".choices", entry["choices"], kind))
         unknown = keys - _RANGE_KEYS
         if unknown:

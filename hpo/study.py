@@ -63,7 +63,8 @@ def create_or_load(storage: Any, name: str, *, direction: str, metric: str, vers
     study = optuna.create_study(study_name=name, storage=storage, direction=direction, load_if_exists=True)
     if study.direction.name.lower() != direction:
         raise ConfigError(
-            f"study.direction: study {name!r} already exists and is to {study.direction.name.lower()}, got {direction!r}"
+            f"study.direction: study {name!r} already exists and is to "
+            f"{study.direction.name.lower()}, got {direction!r}"
         )
     existing = study.user_attrs.get(ATTR_METRIC)
     if existing is not None and existing != metric:

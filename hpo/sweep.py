@@ -7,6 +7,7 @@ trials a dead driver left RUNNING as FAIL ("driver lost"), retrying them if the 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import threading
@@ -101,7 +102,11 @@ def prepare_study(cfg: SweepConfig, *, enqueue: str | None = None) -> _Prepared:
     try:
         with storage_errors(url, "storage error on"):
             study = studies.create_or_load(
-                storage, cfg.study_name, direction=str(cfg.study.direction), metric=cfg.study.metric, version=hpo.__version__
+                storage,
+                cfg.study_name,
+                direction=str(cfg.study.direction),
+                metric=cfg.study.metric,
+                version=hpo.__version__,
             )
             reaped = studies.reap_running(study, DRIVER_LOST)
             if enqueue:
@@ -196,17 +201,23 @@ def _install_sigint(stopper: Stopper, obs: Observer) -> Any:
     return signal.signal(signal.SIGINT, handler)
 
 
-def _loop(cfg: SweepConfig, info: Any, prepared: _Prepared, workload: Workload, obs: Observer, stopper: Stopper) -> SweepResult:
+def _loop(
+    cfg: SweepConfig, info: Any, prepared: _Prepared, workload: Workload, obs: Observer, stopper: Stopper
+) -> SweepResult:
     res = cfg.resources
     if res.gpus_per_trial > 0 and info.gpus < res.gpus_per_trial:
         raise ConfigError(
             f"resources.gpus_per_trial: the Ray cluster has {info.gpus:g} GPUs, got {res.gpus_per_trial:g}"
         )
     if info.cpus < res.cpus_per_trial:
-        raise ConfigError(f"resources.cpus_per_trial: the Ray cluster has {info.cpus:g} CPUs, got {res.cpus_per_trial:g}")
+        raise ConfigError(
+            f"resources.cpus_per_trial: the Ray cluster has {info.cpus:g} CPUs, got {res.cpus_per_trial:g}"
+        )
     parallel = cfg.parallel or fit_parallel(info, res.cpus_per_trial, res.gpus_per_trial)
-    where = f"local Ray ({info.cpus:g} CPUs, {info.gpus:g} GPUs; logs in {info.temp_dir})" if info.temp_dir else (
-        f"Ray at {info.address} ({info.cpus:g} CPUs, {info.gpus:g} GPUs)"
+    where = (
+        f"local Ray ({info.cpus:g} CPUs, {info.gpus:g} GPUs; logs in {info.temp_dir})"
+        if info.temp_dir
+        else (f"Ray at {info.address} ({info.cpus:g} CPUs, {info.gpus:g} GPUs)")
     )
     obs.message(f"running up to {parallel} trials at once on {where}")
 
@@ -279,7 +290,13 @@ def _loop(cfg: SweepConfig, info: Any, prepared: _Prepared, workload: Workload, 
                 retry = retry_queue.pop(0) if retry_queue else None
                 asked: Asked = _call(coordinator.ask.remote(*retry) if retry else coordinator.ask.remote())
                 ref = task.remote(
-                    asked.trial_id, asked.train_config, asked.checkpoint_dir, asked.resume_from, coordinator, workload, threads
+                    asked.trial_id,
+                    asked.train_config,
+                    asked.checkpoint_dir,
+                    asked.resume_from,
+                    coordinator,
+                    workload,
+                    threads,
                 )
                 running[ref] = _Running(asked, retry[1] if retry else 1)
                 counts["RUNNING"] = counts.get("RUNNING", 0) + 1
@@ -305,10 +322,8 @@ def _loop(cfg: SweepConfig, info: Any, prepared: _Prepared, workload: Workload, 
     finally:
         for ref in running:
             ray.cancel(ref, force=True)
-        try:
+        with contextlib.suppress(ray.exceptions.RayError):
             ray.get(coordinator.close.remote(), timeout=30)
-        except ray.exceptions.RayError:
-            pass
         ray.kill(coordinator)
 
     if stopper.draining and stopped == "target reached":
@@ -322,7 +337,9 @@ def _loop(cfg: SweepConfig, info: Any, prepared: _Prepared, workload: Workload, 
     if best:
         summary += f"; best trial {best['number']}: {cfg.study.metric}={best['value']:.4f}"
     obs.message(summary)
-    return SweepResult(cfg.study_name, mask_url(cfg.storage or ""), counts, best, launched, failed_now, elapsed, stopped, exit_code)
+    return SweepResult(
+        cfg.study_name, mask_url(cfg.storage or ""), counts, best, launched, failed_now, elapsed, stopped, exit_code
+    )
 
 
 def _better(value: float, best: dict[str, Any] | None, cfg: SweepConfig) -> bool:

@@ -18,7 +18,9 @@ def _admin_engine(url: str, database: str = "postgres") -> Any:
 
     parsed = sqlalchemy.engine.make_url(url).set(database=database)
     return sqlalchemy.create_engine(
-        parsed, isolation_level="AUTOCOMMIT", poolclass=sqlalchemy.pool.NullPool,
+        parsed,
+        isolation_level="AUTOCOMMIT",
+        poolclass=sqlalchemy.pool.NullPool,
         connect_args={"connect_timeout": 10},
     )
 
@@ -62,7 +64,8 @@ def drop_database(url: str) -> None:
         with engine.connect() as conn:
             conn.execute(
                 sqlalchemy.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n AND pid <> pg_backend_pid()"
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = :n AND pid <> pg_backend_pid()"
                 ),
                 {"n": parsed.database},
             )

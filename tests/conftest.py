@@ -28,7 +28,9 @@ def _pg_reachable() -> str | None:
     import sqlalchemy
 
     try:
-        engine = sqlalchemy.create_engine(PG_ADMIN, poolclass=sqlalchemy.pool.NullPool, connect_args={"connect_timeout": 5})
+        engine = sqlalchemy.create_engine(
+            PG_ADMIN, poolclass=sqlalchemy.pool.NullPool, connect_args={"connect_timeout": 5}
+        )
         with engine.connect() as conn:
             conn.execute(sqlalchemy.text("SELECT 1"))
         engine.dispose()
@@ -122,8 +124,13 @@ def ray_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     ray.shutdown()
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 600,
-            input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+    input_text: str | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run the real ``hpo`` command (this interpreter's console script) and capture its output."""
     full_env = {**os.environ, **(env or {})}
     exe = Path(sys.executable).parent / "hpo"

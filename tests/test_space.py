@@ -37,8 +37,14 @@ def test_ranges_and_choices(name: str, entry: object, expected: object) -> None:
 
 @pytest.mark.parametrize(
     ("name", "entry", "value"),
-    [("dropout", 0.1, 0.1), ("dropout", {"value": 0.25}, 0.25), ("epochs", 4, 4), ("epochs", 4.0, 4),
-     ("optimizer", "sgd", "sgd"), ("weights", None, None)],
+    [
+        ("dropout", 0.1, 0.1),
+        ("dropout", {"value": 0.25}, 0.25),
+        ("epochs", 4, 4),
+        ("epochs", 4.0, 4),
+        ("optimizer", "sgd", "sgd"),
+        ("weights", None, None),
+    ],
 )
 def test_fixed_values(name: str, entry: object, value: object) -> None:
     param = parse_param(name, entry, FIELDS[name])
@@ -91,8 +97,12 @@ def test_defaults_are_the_five_hyperparameters_and_can_be_fixed() -> None:
 
 
 def test_suggest_and_spec_round_trip() -> None:
-    spec = {"lr": {"low": 1e-4, "high": 1e-1, "log": True}, "epochs": {"low": 2, "high": 6, "step": 2},
-            "optimizer": ["adamw", "sgd"], "dropout": 0.3}
+    spec = {
+        "lr": {"low": 1e-4, "high": 1e-1, "log": True},
+        "epochs": {"low": 2, "high": 6, "step": 2},
+        "optimizer": ["adamw", "sgd"],
+        "dropout": 0.3,
+    }
     space = parse_space(spec, FIELDS, defaults=False)
     assert parse_space(space.to_spec(), FIELDS, defaults=False) == space
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))

@@ -29,12 +29,19 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 @pytest.mark.parametrize(
     ("url", "masked", "stripped"),
     [
-        ("postgresql+psycopg2://u:s3cret@h:5432/db", "postgresql+psycopg2://u:***@h:5432/db", "postgresql+psycopg2://u@h:5432/db"),
+        (
+            "postgresql+psycopg2://u:s3cret@h:5432/db",
+            "postgresql+psycopg2://u:***@h:5432/db",
+            "postgresql+psycopg2://u@h:5432/db",
+        ),
         ("postgresql://u:p%40ss@h/db", "postgresql://u:***@h/db", "postgresql://u@h/db"),
         ("postgresql://u@h/db", "postgresql://u@h/db", "postgresql://u@h/db"),
         ("sqlite:///hpo.db", "sqlite:///hpo.db", "sqlite:///hpo.db"),
-        ("mysql+pymysql://root:pw@127.0.0.1/x?charset=utf8", "mysql+pymysql://root:***@127.0.0.1/x?charset=utf8",
-         "mysql+pymysql://root@127.0.0.1/x?charset=utf8"),
+        (
+            "mysql+pymysql://root:pw@127.0.0.1/x?charset=utf8",
+            "mysql+pymysql://root:***@127.0.0.1/x?charset=utf8",
+            "mysql+pymysql://root@127.0.0.1/x?charset=utf8",
+        ),
     ],
 )
 def test_mask_and_strip(url: str, masked: str, stripped: str) -> None:
@@ -45,7 +52,10 @@ def test_mask_and_strip(url: str, masked: str, stripped: str) -> None:
 
 def test_redact_hides_the_literal_password_anywhere() -> None:
     url = "postgresql://u:hunter2@h/db"
-    assert redact("password authentication failed: hunter2 rejected", url) == "password authentication failed: *** rejected"
+    assert (
+        redact("password authentication failed: hunter2 rejected", url)
+        == "password authentication failed: *** rejected"
+    )
 
 
 @pytest.mark.parametrize(

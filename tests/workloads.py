@@ -20,7 +20,9 @@ def curve(config: Mapping[str, Any], epoch: int) -> float:
     return quality * (1.0 - math.exp(-epoch / 1.5))
 
 
-def synthetic(config: dict[str, Any], reporter: Reporter, checkpoint_dir: str, *, num_threads: int | None) -> dict[str, Any]:
+def synthetic(
+    config: dict[str, Any], reporter: Reporter, checkpoint_dir: str, *, num_threads: int | None
+) -> dict[str, Any]:
     """Report ``config['epochs']`` epochs of ``curve``, sleeping a little per epoch; honours prune."""
     delay = float(os.environ.get("HPO_TEST_EPOCH_SECONDS", "0.05"))
     history = []
@@ -35,7 +37,9 @@ def synthetic(config: dict[str, Any], reporter: Reporter, checkpoint_dir: str, *
     return {"status": "completed", "best_metrics": history[best], "epochs_run": len(history), "best_epoch": best + 1}
 
 
-def exit_when_told(config: dict[str, Any], reporter: Reporter, checkpoint_dir: str, *, num_threads: int | None) -> dict[str, Any]:
+def exit_when_told(
+    config: dict[str, Any], reporter: Reporter, checkpoint_dir: str, *, num_threads: int | None
+) -> dict[str, Any]:
     """Kill its own process (``os._exit``) after the first epoch when ``seed`` is odd; otherwise like ``synthetic``."""
     reporter(1, {"val_acc": 0.1, "val_loss": 0.9})
     if config["seed"] % 2 == 1:

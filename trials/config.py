@@ -65,17 +65,21 @@ class DatasetConfig:
         if self.type == "torchvision":
             _check(bool(self.name), p + "name", self.name, "is required for type torchvision (e.g. CIFAR10)")
         if self.val_split is not None:
-            _check(_finite(self.val_split) and 0 < self.val_split < 1, p + "val_split", self.val_split,
-                   "must be between 0 and 1 (exclusive)")
+            _check(
+                _finite(self.val_split) and 0 < self.val_split < 1,
+                p + "val_split",
+                self.val_split,
+                "must be between 0 and 1 (exclusive)",
+            )
         if self.classes is not None:
             _check(len(self.classes) >= 2, p + "classes", self.classes, "must list at least 2 classes")
-            _check(len(set(self.classes)) == len(self.classes), p + "classes", self.classes,
-                   "must not repeat a class")
+            _check(len(set(self.classes)) == len(self.classes), p + "classes", self.classes, "must not repeat a class")
         for name in ("max_train_samples", "max_val_samples"):
             v = getattr(self, name)
             if v is not None:
-                _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, p + name, v,
-                       "must be a positive integer")
+                _check(
+                    isinstance(v, int) and not isinstance(v, bool) and v >= 1, p + name, v, "must be a positive integer"
+                )
 
 
 @dataclass(frozen=True)
@@ -93,8 +97,12 @@ class EarlyStoppingConfig:
     def __post_init__(self) -> None:
         if self.patience is not None:
             _check(self.patience >= 1, "early_stopping.patience", self.patience, "must be at least 1 (or null)")
-        _check(_finite(self.min_delta) and self.min_delta >= 0, "early_stopping.min_delta", self.min_delta,
-               "must be a finite number >= 0")
+        _check(
+            _finite(self.min_delta) and self.min_delta >= 0,
+            "early_stopping.min_delta",
+            self.min_delta,
+            "must be a finite number >= 0",
+        )
 
 
 @dataclass(frozen=True)
@@ -106,7 +114,7 @@ class TrainConfig:
     model: str = "resnet18"
     weights: str | None = None  # torchvision weights name (IMAGENET1K_V1, DEFAULT), a checkpoint path, or null
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    image_size: int = 224
+    image_size: int | None = None  # null: 32 for digits (their native size after upscaling), else 224
     epochs: int = 10
     lr: float = 1e-3
     batch_size: int = 64
@@ -129,29 +137,77 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check(bool(self.model), "model", self.model, "must name a model")
-        _check(isinstance(self.image_size, int) and 8 <= self.image_size <= 4096, "image_size",
-               self.image_size, "must be an integer between 8 and 4096")
-        _check(isinstance(self.epochs, int) and 1 <= self.epochs <= 100_000, "epochs", self.epochs,
-               "must be an integer between 1 and 100000")
+        if self.image_size is not None:
+            _check(
+                isinstance(self.image_size, int) and 8 <= self.image_size <= 4096,
+                "image_size",
+                self.image_size,
+                "must be an integer between 8 and 4096 (or null)",
+            )
+        _check(
+            isinstance(self.epochs, int) and 1 <= self.epochs <= 100_000,
+            "epochs",
+            self.epochs,
+            "must be an integer between 1 and 100000",
+        )
         _check(_finite(self.lr) and 0 < self.lr <= 10, "lr", self.lr, "must be > 0 and <= 10")
-        _check(isinstance(self.batch_size, int) and 1 <= self.batch_size <= 65_536, "batch_size",
-               self.batch_size, "must be an integer between 1 and 65536")
+        _check(
+            isinstance(self.batch_size, int) and 1 <= self.batch_size <= 65_536,
+            "batch_size",
+            self.batch_size,
+            "must be an integer between 1 and 65536",
+        )
         _check(_finite(self.dropout) and 0 <= self.dropout < 1, "dropout", self.dropout, "must be in [0, 1)")
-        _check(_finite(self.weight_decay) and 0 <= self.weight_decay <= 1, "weight_decay", self.weight_decay,
-               "must be in [0, 1]")
-        _check(_finite(self.aug_strength) and 0 <= self.aug_strength <= 1, "aug_strength", self.aug_strength,
-               "must be in [0, 1]")
+        _check(
+            _finite(self.weight_decay) and 0 <= self.weight_decay <= 1,
+            "weight_decay",
+            self.weight_decay,
+            "must be in [0, 1]",
+        )
+        _check(
+            _finite(self.aug_strength) and 0 <= self.aug_strength <= 1,
+            "aug_strength",
+            self.aug_strength,
+            "must be in [0, 1]",
+        )
         _check(_finite(self.momentum) and 0 <= self.momentum < 1, "momentum", self.momentum, "must be in [0, 1)")
-        _check(isinstance(self.warmup_epochs, int) and 0 <= self.warmup_epochs, "warmup_epochs",
-               self.warmup_epochs, "must be an integer >= 0")
-        _check(_finite(self.label_smoothing) and 0 <= self.label_smoothing < 1, "label_smoothing",
-               self.label_smoothing, "must be in [0, 1)")
-        _check(isinstance(self.freeze_backbone_epochs, int) and self.freeze_backbone_epochs >= 0,
-               "freeze_backbone_epochs", self.freeze_backbone_epochs, "must be an integer >= 0")
-        _check(_finite(self.backbone_lr_mult) and 0 < self.backbone_lr_mult <= 100, "backbone_lr_mult",
-               self.backbone_lr_mult, "must be > 0 and <= 100")
-        _check(isinstance(self.num_workers, int) and 0 <= self.num_workers <= 256, "num_workers",
-               self.num_workers, "must be an integer between 0 and 256")
+        _check(
+            isinstance(self.warmup_epochs, int) and self.warmup_epochs >= 0,
+            "warmup_epochs",
+            self.warmup_epochs,
+            "must be an integer >= 0",
+        )
+        _check(
+            _finite(self.label_smoothing) and 0 <= self.label_smoothing < 1,
+            "label_smoothing",
+            self.label_smoothing,
+            "must be in [0, 1)",
+        )
+        _check(
+            isinstance(self.freeze_backbone_epochs, int) and self.freeze_backbone_epochs >= 0,
+            "freeze_backbone_epochs",
+            self.freeze_backbone_epochs,
+            "must be an integer >= 0",
+        )
+        _check(
+            _finite(self.backbone_lr_mult) and 0 < self.backbone_lr_mult <= 100,
+            "backbone_lr_mult",
+            self.backbone_lr_mult,
+            "must be > 0 and <= 100",
+        )
+        _check(
+            isinstance(self.num_workers, int) and 0 <= self.num_workers <= 256,
+            "num_workers",
+            self.num_workers,
+            "must be an integer between 0 and 256",
+        )
+
+    @property
+    def resolved_image_size(self) -> int:
+        """``image_size``, or its default for the dataset: 32 for digits, 224 (ImageNet's) otherwise."""
+        if self.image_size is not None:
+            return self.image_size
+        return 32 if self.dataset.type == "digits" else 224
 
     @property
     def mode(self) -> Literal["max", "min"]:
@@ -266,5 +322,6 @@ def _build(klass: type, data: Any, path: str) -> Any:
     try:
         return klass(**kwargs)
     except TrainConfigError as e:
-        raise TrainConfigError(path + e.field if path and not e.field.startswith(path) else e.field,
-                               e.value, e.reason) from None
+        raise TrainConfigError(
+            path + e.field if path and not e.field.startswith(path) else e.field, e.value, e.reason
+        ) from None

@@ -1,0 +1,66 @@
+# hpo: two commands on a fresh clone.
+#   make demo   - create .venv, install, run the quickstart sweep on the embedded default, export the best config
+#   make test   - create/update .venv, make sure PostgreSQL is up, run the whole test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.hpo-installed
+CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/hpo
+PRETRAINED := $(CACHE)/pretrained/resnet18-digits04/model.pt
+PG_HOST ?= 127.0.0.1
+PG_PORT ?= 5432
+PYTEST_ARGS ?=
+
+.PHONY: install demo pretrain test test-fast pg bench bench-quick lint clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# A backbone pretrained on digits 0-4 (cached): the quickstart fine-tunes it on digits 5-9 with a new head.
+$(PRETRAINED): | $(STAMP)
+	$(BIN)/hpo train examples/pretrain_digits04.yaml --output $(dir $(PRETRAINED))
+
+pretrain: $(PRETRAINED)
+
+demo: install pretrain
+	$(BIN)/hpo sweep examples/quickstart.yaml
+	$(BIN)/hpo export --study quickstart -o best.yaml --print
+
+# Start the machine's PostgreSQL cluster if it is installed and not answering.
+pg:
+	@if command -v pg_isready >/dev/null && pg_isready -q -h $(PG_HOST) -p $(PG_PORT); then \
+	  echo "PostgreSQL is up on $(PG_HOST):$(PG_PORT)"; \
+	elif command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then \
+	  echo "starting PostgreSQL"; \
+	  pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -n1) main start || true; \
+	  for i in $$(seq 1 30); do pg_isready -q -h $(PG_HOST) -p $(PG_PORT) && break; sleep 1; done; \
+	  pg_isready -h $(PG_HOST) -p $(PG_PORT) || echo "PostgreSQL did not come up: its tests will skip (fail under CI=true)"; \
+	else \
+	  echo "no local PostgreSQL found: its tests will skip (fail under CI=true); set HPO_TEST_PG to use another server"; \
+	fi
+
+test: install pg
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The suite without the slow end-to-end tests.
+test-fast: install pg
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: install pg
+	$(BIN)/python -m benchmarks
+
+bench-quick: install pg
+	$(BIN)/python -m benchmarks --quick
+
+lint: install
+	$(BIN)/ruff check hpo trials storage tests benchmarks
+	$(BIN)/mypy hpo trials storage
+
+clean:
+	rm -rf runs hpo.db best.yaml .pytest_cache

@@ -1,0 +1,459 @@
+"""Datasets: scikit-learn digits, an image folder, or a torchvision dataset, as train/val datasets.
+
+Loading is in two layers. The base data (the digits decoded, the folder listed, the torchvision
+dataset opened) is cached per process, so a warm worker that runs many trials reads it once. On top,
+each call picks classes, splits and subsamples (cheap, deterministic by seed) and wraps the samples
+in ``ImageSubset``, which applies the transform per sample.
+
+Validation data: a dataset's own val (or test) split is used unless ``val_split`` is set; then, and
+whenever there is no such split (digits, a one-folder image tree), val is carved out of the training
+data, stratified by class (``val_split`` defaults to 0.2).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from trials.augment import eval_transform, train_transform
+from trials.config import DatasetConfig
+from trials.errors import DataError, one_line
+
+DEFAULT_VAL_SPLIT = 0.2
+DEFAULT_TORCHVISION_ROOT = "~/.cache/hpo/datasets"
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
+)
+DIGITS_SIZE = 32
+#: Splits used as (train, val) by torchvision datasets that take ``split=`` instead of ``train=``.
+TORCHVISION_SPLITS: dict[str, tuple[str, str]] = {
+    "SVHN": ("train", "test"),
+    "STL10": ("train", "test"),
+    "Food101": ("train", "test"),
+    "Flowers102": ("train", "val"),
+    "DTD": ("train", "val"),
+    "OxfordIIITPet": ("trainval", "test"),
+    "GTSRB": ("train", "test"),
+    "FGVCAircraft": ("trainval", "test"),
+    "Country211": ("train", "valid"),
+    "StanfordCars": ("train", "test"),
+    "RenderedSST2": ("train", "val"),
+    "PCAM": ("train", "val"),
+}
+_TORCHVISION_EXAMPLES = "CIFAR10, CIFAR100, MNIST, FashionMNIST, KMNIST, SVHN, STL10, Flowers102, Food101"
+_SEED_SPLIT, _SEED_TRAIN_SUBSET, _SEED_VAL_SUBSET = 1, 2, 3  # independent random streams per seed
+
+
+@dataclass
+class DataBundle:
+    """Train and val datasets (yielding ``(float CHW tensor, int label)``) and the class names."""
+
+    train: Dataset[tuple[torch.Tensor, int]]
+    val: Dataset[tuple[torch.Tensor, int]]
+    class_names: list[str]
+    num_classes: int
+
+
+# ---------------------------------------------------------------- base data (cached, untransformed)
+
+
+@dataclass(frozen=True)
+class _Split:
+    """Untransformed samples: ``images(i)`` loads image ``i`` (uint8 CHW tensor or RGB PIL), ``labels[i]``."""
+
+    images: Callable[[int], Any]
+    labels: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Base:
+    train: _Split
+    val: _Split | None  # None: carve val out of train
+    class_names: tuple[str, ...]
+
+
+class _TensorImages:
+    """Images held in one uint8 tensor (N, 3, H, W)."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images = images
+
+    def __call__(self, i: int) -> torch.Tensor:
+        return self.images[i]
+
+
+class _FileImages:
+    """Images decoded from files when a sample is read (a folder may not fit in memory)."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self.paths = list(paths)
+
+    def __call__(self, i: int) -> Image.Image:
+        path = self.paths[i]
+        try:
+            with Image.open(path) as im:
+                return im.convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            raise DataError(f"cannot read image {path}: {one_line(e)}") from e
+
+
+class _TorchvisionImages:
+    """Images of an opened torchvision dataset, converted to 3-channel RGB."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __call__(self, i: int) -> Any:
+        image = self.dataset[i][0]
+        if isinstance(image, Image.Image):
+            return image.convert("RGB")
+        if isinstance(image, torch.Tensor) and image.ndim == 3 and image.shape[0] == 1:
+            return image.expand(3, -1, -1)
+        return image
+
+
+@functools.lru_cache(maxsize=4)
+def _load_base(kind: str, path: str | None, name: str | None, download: bool, own_val: bool) -> _Base:
+    # Keyed only by what decides the base data, so trials that differ in seed, classes or sample
+    # counts share it. Errors are not cached: a fixed folder is picked up by the next call.
+    if kind == "digits":
+        return _digits()
+    if kind == "imagefolder":
+        return _imagefolder(Path(_required(path, "path")), own_val)
+    root = Path(path or DEFAULT_TORCHVISION_ROOT).expanduser()
+    return _torchvision(_required(name, "name"), root, download, own_val)
+
+
+def _required(value: str | None, field: str) -> str:
+    # DatasetConfig already demands these; this keeps the message right for a hand-made config.
+    if not value:
+        raise DataError(f"dataset.{field} is required for this dataset type")
+    return value
+
+
+def clear_cache() -> None:
+    """Forget the per-process base data (after files on disk changed, or to free memory)."""
+    _load_base.cache_clear()
+
+
+def _digits() -> _Base:
+    from sklearn.datasets import load_digits  # bundled with scikit-learn: works offline
+
+    digits = load_digits()
+    x = torch.from_numpy(digits.images).float().mul_(255.0 / 16.0)[:, None]  # 0..16 -> 0..255
+    x = torch.nn.functional.interpolate(x, size=DIGITS_SIZE, mode="bilinear", align_corners=False)
+    images = x.round_().clamp_(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    labels = np.asarray(digits.target, dtype=np.int64)
+    return _Base(_Split(_TensorImages(images), labels), None, tuple(str(i) for i in range(10)))
+
+
+# ---------------------------------------------------------------- image folders
+
+
+def imagefolder_roots(path: str | Path, *, own_val: bool = True) -> tuple[Path, Path | None]:
+    """``(train_root, val_root)`` of an image folder: ``path/train`` and ``path/val`` when both exist
+    (val_root None when ``own_val`` is False), ``path/train`` alone, else ``path`` itself."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DataError(f"dataset.path: {root} does not exist or is not a directory")
+    train = root / "train"
+    if train.is_dir():
+        val = root / "val"
+        return train, (val if own_val and val.is_dir() else None)
+    return root, None
+
+
+def class_dirs(root: Path, minimum: int = 2) -> list[str]:
+    """Sorted class folder names under ``root`` (hidden folders ignored); fewer than ``minimum`` is a
+    DataError (a val folder is compared with the train folder instead, which says more)."""
+    names = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    if len(names) < minimum:
+        raise DataError(
+            f"dataset.path: {root} needs at least 2 class folders (<class>/<image>), "
+            f"found {len(names)}{': ' + names[0] if names else ''}"
+        )
+    return names
+
+
+def _images_in(folder: Path) -> list[str]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found += [os.path.join(dirpath, f) for f in sorted(filenames) if _is_image(f)]
+    return found
+
+
+def has_image(folder: Path) -> bool:
+    """Whether ``folder`` holds at least one image file (stops at the first one found)."""
+    for _, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        if any(_is_image(f) for f in filenames):
+            return True
+    return False
+
+
+def _is_image(filename: str) -> bool:
+    return not filename.startswith(".") and os.path.splitext(filename)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _empty_class_error(folder: Path) -> DataError:
+    return DataError(f"dataset.path: class folder {folder} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+
+
+def check_class_match(train_root: Path, train_names: list[str], val_root: Path, val_names: list[str]) -> None:
+    """Raise DataError unless the train and val folders have the same class folders."""
+    if train_names != val_names:
+        only_train = sorted(set(train_names) - set(val_names))
+        only_val = sorted(set(val_names) - set(train_names))
+        raise DataError(
+            f"dataset.path: class folders differ between {train_root} and {val_root}: "
+            f"only in train {only_train}, only in val {only_val}"
+        )
+
+
+def _list_folder(root: Path, names: list[str]) -> _Split:
+    paths: list[str] = []
+    labels: list[int] = []
+    for label, name in enumerate(names):
+        files = _images_in(root / name)
+        if not files:
+            raise _empty_class_error(root / name)
+        paths += files
+        labels += [label] * len(files)
+    return _Split(_FileImages(paths), np.asarray(labels, dtype=np.int64))
+
+
+def _imagefolder(path: Path, own_val: bool) -> _Base:
+    train_root, val_root = imagefolder_roots(path, own_val=own_val)
+    names = class_dirs(train_root)
+    val = None
+    if val_root is not None:
+        check_class_match(train_root, names, val_root, class_dirs(val_root, minimum=0))
+        val = _list_folder(val_root, names)
+    return _Base(_list_folder(train_root, names), val, tuple(names))
+
+
+# ---------------------------------------------------------------- torchvision datasets
+
+
+def torchvision_class(name: str) -> type:
+    """The ``torchvision.datasets`` class called ``name``; anything else is a DataError."""
+    import torchvision
+
+    klass = getattr(torchvision.datasets, name, None)
+    if not (
+        isinstance(klass, type)
+        and issubclass(klass, torchvision.datasets.VisionDataset)
+        and klass is not torchvision.datasets.VisionDataset
+    ):
+        raise DataError(
+            f"dataset.name: unknown torchvision dataset {name!r} "
+            f"(for example: {_TORCHVISION_EXAMPLES}; see torchvision.datasets)"
+        )
+    return klass
+
+
+def _open_torchvision(klass: type, name: str, root: Path, download: bool, part: str) -> Any:
+    params = inspect.signature(klass).parameters
+    if "train" in params:
+        kwargs: dict[str, Any] = {"train": part == "train"}
+    elif "split" in params:
+        kwargs = {"split": TORCHVISION_SPLITS.get(name, ("train", "test"))[0 if part == "train" else 1]}
+    else:
+        kwargs = {}
+    if "download" in params:
+        kwargs["download"] = download
+    try:
+        return klass(str(root), **kwargs)
+    except (OSError, RuntimeError) as e:  # URLError is an OSError; "Dataset not found" a RuntimeError
+        hint = "download failed (no network?); place its files" if download else "not found; place its files"
+        raise DataError(
+            f"dataset {name}: {hint} under {root} or set dataset.download: true on a machine "
+            f"with network ({one_line(e)})"
+        ) from e
+    except TypeError as e:
+        raise DataError(
+            f"dataset {name}: cannot open it with root={root} and {kwargs} ({one_line(e)}); "
+            f"use type imagefolder instead"
+        ) from e
+
+
+def _targets(dataset: Any) -> np.ndarray:
+    for attr in ("targets", "labels", "_labels"):
+        value = getattr(dataset, attr, None)
+        if value is not None and len(value) == len(dataset):
+            return np.asarray(value, dtype=np.int64)
+    return np.asarray([dataset[i][1] for i in range(len(dataset))], dtype=np.int64)  # decodes: slow fallback
+
+
+def _torchvision(name: str, root: Path, download: bool, own_val: bool) -> _Base:
+    klass = torchvision_class(name)
+    train = _open_torchvision(klass, name, root, download, "train")
+    params = inspect.signature(klass).parameters
+    has_val = "train" in params or "split" in params
+    val = _open_torchvision(klass, name, root, download, "val") if own_val and has_val else None
+    labels = _targets(train)
+    classes = getattr(train, "classes", None)
+    n = int(labels.max()) + 1 if len(labels) else 0
+    if classes is None or len(classes) < n:
+        classes = range(n)
+    names = [str(c) for c in classes]
+    return _Base(
+        _Split(_TorchvisionImages(train), labels),
+        None if val is None else _Split(_TorchvisionImages(val), _targets(val)),
+        tuple(names),
+    )
+
+
+# ---------------------------------------------------------------- selection, split, subsample
+
+
+def select_classes(class_names: Sequence[str], classes: Sequence[int | str] | None) -> list[int]:
+    """Indices into ``class_names`` of the wanted ``classes`` (in the order given; all when None).
+
+    A class is matched by name (``5`` matches the digit class ``"5"``), else an integer is taken as an
+    index (CIFAR10's ``3`` is ``"cat"``).
+    """
+    if classes is None:
+        return list(range(len(class_names)))
+    by_name = {n: i for i, n in enumerate(class_names)}
+    picked = []
+    for c in classes:
+        if str(c) in by_name:
+            picked.append(by_name[str(c)])
+        elif isinstance(c, int) and not isinstance(c, bool) and 0 <= c < len(class_names):
+            picked.append(c)
+        else:
+            shown = ", ".join(class_names[:20]) + (", ..." if len(class_names) > 20 else "")
+            raise DataError(f"dataset.classes: unknown class {c!r} (valid: {shown})")
+    if len(set(picked)) != len(picked):
+        raise DataError(f"dataset.classes: {list(classes)} names the same class twice")
+    return picked
+
+
+def _rng(seed: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng([seed % 2**64, stream])  # SeedSequence refuses negative seeds
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions ``(keep, held_out)`` into ``labels``: each class holds out fraction * n (rounded) of its n
+    samples (at least 1 when it has 2 or more, always leaving 1), chosen at random by ``seed``."""
+    rng = _rng(seed, _SEED_SPLIT)
+    keep, held = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        n = len(members)
+        k = min(max(math.floor(fraction * n + 0.5), 1), n - 1) if n >= 2 else 0  # half rounds up
+        held.append(members[:k])
+        keep.append(members[k:])
+    return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
+
+
+def stratified_subset(labels: np.ndarray, n: int, seed: int, stream: int = _SEED_TRAIN_SUBSET) -> np.ndarray:
+    """Positions of ``n`` samples of ``labels`` (all if fewer), each class represented in proportion.
+
+    Every sample gets the key (rank within its class + 0.5) / class size, ranks shuffled by ``seed``;
+    the ``n`` smallest keys take about the same fraction of every class.
+    """
+    if n >= len(labels):
+        return np.arange(len(labels))
+    rng = _rng(seed, stream)
+    keys = np.empty(len(labels))
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        keys[members] = (rng.permutation(len(members)) + 0.5) / len(members)
+    return np.sort(np.argsort(keys, kind="stable")[:n])
+
+
+class ImageSubset(Dataset[tuple[torch.Tensor, int]]):
+    """Samples ``indices`` of a base split with ``labels`` (0..k-1), each transformed when read."""
+
+    def __init__(
+        self, split: _Split, indices: np.ndarray, labels: np.ndarray, transform: Callable[[Any], torch.Tensor]
+    ) -> None:
+        self.split = split
+        self.indices = indices
+        self.labels = labels
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.split.images(int(self.indices[i]))), int(self.labels[i])
+
+
+def load_data(cfg: DatasetConfig, *, image_size: int, aug_strength: float, seed: int) -> DataBundle:
+    """Train and val datasets for ``cfg``: classes picked, split and subsampled by ``seed``, train samples
+    augmented with ``train_transform(aug_strength)``, val samples with ``eval_transform``."""
+    path = str(Path(cfg.path).expanduser().resolve()) if cfg.path else None
+    own_val = cfg.val_split is None
+    base = _load_base(cfg.type, path, cfg.name, cfg.download, own_val)
+    picked = select_classes(base.class_names, cfg.classes)
+    remap = np.full(len(base.class_names), -1, dtype=np.int64)
+    remap[picked] = np.arange(len(picked))
+
+    train_idx = np.flatnonzero(remap[base.train.labels] >= 0)
+    if base.val is None:
+        fraction = cfg.val_split if cfg.val_split is not None else DEFAULT_VAL_SPLIT
+        keep, held = stratified_split(base.train.labels[train_idx], fraction, seed)
+        val_split, val_idx, train_idx = base.train, train_idx[held], train_idx[keep]
+    else:
+        val_split = base.val
+        val_idx = np.flatnonzero(remap[base.val.labels] >= 0)
+    if cfg.max_train_samples is not None:
+        labels = remap[base.train.labels[train_idx]]
+        train_idx = train_idx[stratified_subset(labels, cfg.max_train_samples, seed)]
+    if cfg.max_val_samples is not None:
+        labels = remap[val_split.labels[val_idx]]
+        val_idx = val_idx[stratified_subset(labels, cfg.max_val_samples, seed, _SEED_VAL_SUBSET)]
+    if len(train_idx) < 2 or len(val_idx) < 1:
+        raise DataError(
+            f"dataset: {len(train_idx)} training and {len(val_idx)} validation images after "
+            f"selecting classes and splitting; need at least 2 and 1"
+        )
+    return DataBundle(
+        train=ImageSubset(
+            base.train, train_idx, remap[base.train.labels[train_idx]], train_transform(aug_strength, image_size)
+        ),
+        val=ImageSubset(val_split, val_idx, remap[val_split.labels[val_idx]], eval_transform(image_size)),
+        class_names=[base.class_names[i] for i in picked],
+        num_classes=len(picked),
+    )
+
+
+def check_dataset(cfg: DatasetConfig) -> None:
+    """Cheap checks (listing folders, no decoding, no download) that ``load_data`` can find the data."""
+    if cfg.type == "digits":
+        select_classes([str(i) for i in range(10)], cfg.classes)
+    elif cfg.type == "imagefolder":
+        train_root, val_root = imagefolder_roots(_required(cfg.path, "path"), own_val=cfg.val_split is None)
+        names = class_dirs(train_root)
+        roots = [train_root]
+        if val_root is not None:
+            check_class_match(train_root, names, val_root, class_dirs(val_root, minimum=0))
+            roots.append(val_root)
+        for root in roots:
+            for name in names:
+                if not has_image(root / name):
+                    raise _empty_class_error(root / name)
+        select_classes(names, cfg.classes)
+    else:
+        torchvision_class(_required(cfg.name, "name"))
+        root = Path(cfg.path or DEFAULT_TORCHVISION_ROOT).expanduser()
+        if not cfg.download and not root.is_dir():
+            raise DataError(
+                f"dataset {cfg.name}: {root} does not exist; place the dataset files there or "
+                f"set dataset.download: true on a machine with network"
+            )

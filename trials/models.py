@@ -1,0 +1,190 @@
+"""Image classifiers from torchvision with a new classification head, and where their weights come from.
+
+The head is always new (fine-tuning): its final ``Linear`` gets ``num_classes`` outputs and a Dropout
+with ``p == dropout`` right before it. Models whose classifier already has a Dropout right before the
+final Linear (MobileNet, EfficientNet) keep that Dropout with its ``p`` set to ``dropout``; the others
+(ResNet, RegNet, ConvNeXt) get ``Sequential(Dropout(dropout), Linear)`` in place of their final Linear.
+Either way the head sits where torchvision's own final Linear was, so state-dict keys of the backbone
+are unchanged and ImageNet weights load as torchvision ships them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+import torchvision
+from torch import nn
+
+from trials.checkpoint import load_file, state_dict_from
+from trials.errors import ModelError, one_line
+
+MODEL_NAMES: tuple[str, ...] = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
+    "efficientnet_b1",
+    "efficientnet_v2_s",
+    "convnext_tiny",
+    "convnext_small",
+    "regnet_y_400mf",
+)
+
+# torchvision model class -> (path of the classifier's final Linear, path of the Dropout right before it).
+_HEADS: dict[str, tuple[str, str | None]] = {
+    "ResNet": ("fc", None),
+    "RegNet": ("fc", None),
+    "ConvNeXt": ("classifier.2", None),
+    "MobileNetV2": ("classifier.1", "classifier.0"),
+    "MobileNetV3": ("classifier.3", "classifier.2"),
+    "EfficientNet": ("classifier.1", "classifier.0"),
+}
+
+
+def check_model_name(name: str) -> None:
+    """Raise ModelError unless ``name`` is one of ``MODEL_NAMES``."""
+    if name not in MODEL_NAMES:
+        raise ModelError(f"model: unknown model {name!r} (valid: {', '.join(MODEL_NAMES)})")
+
+
+def is_local_path(weights: str) -> bool:
+    """Whether ``weights`` names a file rather than a torchvision weights enum (``IMAGENET1K_V1``)."""
+    return "/" in weights or os.sep in weights or weights.startswith("~") or weights.endswith((".pt", ".pth"))
+
+
+def weight_names(name: str) -> list[str]:
+    """The torchvision weights names ``weights`` may take for model ``name`` (``DEFAULT`` included)."""
+    return ["DEFAULT", *(w.name for w in torchvision.models.get_model_weights(name))]
+
+
+def check_weights(name: str, weights: str | None) -> None:
+    """Cheap check that ``weights`` can be resolved for model ``name`` (the file exists, or the enum name
+    is valid); nothing is downloaded or loaded."""
+    check_model_name(name)
+    if weights is None:
+        return
+    if is_local_path(weights):
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise ModelError(f"weights: file not found: {path}")
+    elif weights not in weight_names(name):
+        raise ModelError(
+            f"weights: unknown weights {weights!r} for {name} "
+            f"(valid: {', '.join(weight_names(name))}, or a path to a .pt file)"
+        )
+
+
+def head_path(model: nn.Module) -> str:
+    """Dotted path of the classification head that ``build_model`` replaces (``fc``, ``classifier.3``...)."""
+    try:
+        return _HEADS[type(model).__name__][0]
+    except KeyError:
+        raise ModelError(
+            f"model class {type(model).__name__} has no known head (known: {', '.join(sorted(_HEADS))})"
+        ) from None
+
+
+def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """``(backbone, head)`` parameters of a model from ``build_model``; every parameter is in exactly one."""
+    head_ids = {id(p) for p in model.get_submodule(head_path(model)).parameters()}
+    backbone: list[nn.Parameter] = []
+    head: list[nn.Parameter] = []
+    for p in model.parameters():
+        (head if id(p) in head_ids else backbone).append(p)
+    return backbone, head
+
+
+def backbone_modules(model: nn.Module) -> list[nn.Module]:
+    """All modules outside the head (used to keep a frozen backbone's BatchNorm in eval mode)."""
+    head = set(model.get_submodule(head_path(model)).modules())
+    return [m for m in model.modules() if m not in head]
+
+
+def build_model(name: str, num_classes: int, *, dropout: float, weights: str | None) -> nn.Module:
+    """Build torchvision model ``name`` with a new ``num_classes``-way head.
+
+    ``weights``: None for random initialisation; a torchvision weights name for that model
+    (``DEFAULT``, ``IMAGENET1K_V1``...), downloaded into (or read from) the torch hub cache; or a local
+    file: a raw state dict, an ``hpo-model/1`` file or a trial ``checkpoint.pt``. From a file every
+    key of the old head is dropped (the head is always new) and all other keys must match.
+    """
+    check_model_name(name)
+    if num_classes < 1:
+        raise ModelError(f"num_classes must be at least 1, got {num_classes}")
+    if weights is None or is_local_path(weights):
+        model = torchvision.models.get_model(name, weights=None)
+    else:
+        model = _pretrained(name, weights)
+    _replace_head(model, num_classes, dropout)
+    if weights is not None and is_local_path(weights):
+        _load_backbone(model, name, weights)
+    return model
+
+
+def _pretrained(name: str, weights: str) -> nn.Module:
+    check_weights(name, weights)
+    enum = torchvision.models.get_model_weights(name)
+    chosen = enum.DEFAULT if weights == "DEFAULT" else enum[weights]
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(chosen.url).path)
+    try:
+        return torchvision.models.get_model(name, weights=chosen)
+    except OSError as e:  # URLError is an OSError: no network, DNS, proxy, read-only cache...
+        raise ModelError(
+            f"weights {name}/{chosen.name}: download failed ({one_line(e)}); offline? "
+            f"place the file from {chosen.url} at {cached}"
+        ) from e
+    except RuntimeError as e:  # a truncated or corrupt file in the cache
+        raise ModelError(
+            f"weights {name}/{chosen.name}: cannot load {cached} ({one_line(e)}); delete it and retry"
+        ) from e
+
+
+def _replace_head(model: nn.Module, num_classes: int, dropout: float) -> None:
+    linear_path, dropout_path = _HEADS[type(model).__name__]
+    old = model.get_submodule(linear_path)
+    if not isinstance(old, nn.Linear):
+        raise ModelError(f"{type(model).__name__}.{linear_path} is {type(old).__name__}, expected Linear")
+    new: nn.Module = nn.Linear(old.in_features, num_classes)
+    if dropout_path is None:
+        new = nn.Sequential(nn.Dropout(dropout), new)
+    else:
+        drop = model.get_submodule(dropout_path)
+        if not isinstance(drop, nn.Dropout):
+            raise ModelError(f"{type(model).__name__}.{dropout_path} is {type(drop).__name__}, expected Dropout")
+        drop.p = dropout
+    parent, _, child = linear_path.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+def _load_backbone(model: nn.Module, name: str, weights: str) -> None:
+    path = Path(weights).expanduser()
+    obj = load_file(path)
+    state = state_dict_from(obj, path)
+    saved_for = obj.get("config", {}).get("model") if isinstance(obj, dict) else None
+    prefix = head_path(model) + "."
+    state = {k: v for k, v in state.items() if not k.startswith(prefix)}
+    expected = {k: v for k, v in model.state_dict().items() if not k.startswith(prefix)}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if missing or unexpected or wrong_shape:
+        made_by = f" (the file was saved for model {saved_for})" if saved_for and saved_for != name else ""
+        raise ModelError(
+            f"weights {path} do not fit {name}{made_by}: missing keys {_few(missing)}, "
+            f"unexpected keys {_few(unexpected)}, wrong shapes {_few(wrong_shape)}"
+        )
+    model.load_state_dict(state, strict=False)
+
+
+def _few(keys: list[str], n: int = 5) -> str:
+    if not keys:
+        return "[]"
+    more = f" and {len(keys) - n} more" if len(keys) > n else ""
+    return "[" + ", ".join(keys[:n]) + more + "]"

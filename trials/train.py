@@ -1,0 +1,499 @@
+"""The training loop: ``train_one_epoch``, ``evaluate`` and ``fit`` (with early stopping and checkpoints).
+
+``fit`` is what a sweep trial and ``hpo train`` both run. It reports ``(epoch, metrics)`` to a reporter
+after every epoch and stops when the answer is ``"prune"``; it knows nothing of Optuna or Ray.
+Metrics per epoch: ``val_acc`` (top-1 in [0, 1]), ``val_loss`` (plain cross-entropy, without label
+smoothing so that runs with different smoothing compare), ``train_loss`` (mean over the epoch, with
+smoothing) and ``lr`` (the head's learning rate at the epoch's last step).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from trials import early_stopping
+from trials.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_NAME,
+    atomic_save,
+    cpu_state,
+    rng_state,
+    set_rng_state,
+)
+from trials.config import TrainConfig
+from trials.data import load_data
+from trials.errors import TrainConfigError, one_line
+from trials.models import backbone_modules, build_model, split_parameters
+
+Reporter = Callable[[int, Mapping[str, float]], str]
+CONTINUE = "continue"
+PRUNE = "prune"
+METRIC_KEYS = ("val_acc", "val_loss", "train_loss", "lr")
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass
+class FitResult:
+    """What ``fit`` did. ``model`` holds the best epoch's weights unless the run was pruned."""
+
+    status: Literal["completed", "early_stopped", "pruned"]
+    epochs_run: int
+    best_epoch: int
+    best_metrics: dict[str, float]
+    history: list[dict[str, float]]
+    resumed_from_epoch: int
+    num_classes: int
+    class_names: list[str]
+    model: nn.Module
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """Everything but the model as plain JSON data (NaN and infinities become None)."""
+        return _json_safe(
+            {
+                "status": self.status,
+                "epochs_run": self.epochs_run,
+                "best_epoch": self.best_epoch,
+                "best_metrics": self.best_metrics,
+                "history": self.history,
+                "resumed_from_epoch": self.resumed_from_epoch,
+                "num_classes": self.num_classes,
+                "class_names": self.class_names,
+                "timings": self.timings,
+            }
+        )
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# ---------------------------------------------------------------- one epoch
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    loss_fn: nn.Module,
+    device: torch.device,
+    *,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    frozen: Sequence[nn.Module] = (),
+    on_first_batch: Callable[[], None] | None = None,
+) -> dict[str, float]:
+    """Train ``model`` for one pass over ``loader``; step ``scheduler`` after every batch.
+
+    ``frozen`` modules stay in eval mode (a frozen backbone's BatchNorm keeps its running statistics).
+    The loss is summed on the device and read once at the end: a per-batch ``.item()`` would make the
+    host wait for the accelerator at every step.
+    Returns ``{"train_loss": mean loss, "lr": last group's lr at the last step, "num_samples": n}``.
+    """
+    model.train()
+    for m in frozen:
+        m.eval()
+    total = torch.zeros((), device=device)
+    seen = 0
+    lr = float(optimizer.param_groups[-1]["lr"])
+    for x, y in loader:
+        if seen == 0 and on_first_batch is not None:
+            on_first_batch()
+        x = x.to(
+            device, non_blocking=True, memory_format=torch.channels_last if channels_last else torch.preserve_format
+        )
+        y = y.to(device, non_blocking=True)
+        with _autocast(device, amp_dtype):
+            loss = loss_fn(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        lr = optimizer.param_groups[-1]["lr"]
+        if scheduler is not None:
+            scheduler.step()
+        total += loss.detach().float() * y.shape[0]
+        seen += y.shape[0]
+    mean = total.item() / seen if seen else math.nan
+    return {"train_loss": mean, "lr": float(lr), "num_samples": float(seen)}
+
+
+def evaluate(
+    model: nn.Module,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    loss_fn: nn.Module,
+    device: torch.device,
+    *,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> dict[str, float]:
+    """Top-1 accuracy (in [0, 1]) and mean loss of ``model`` over ``loader``, in eval mode."""
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen = 0
+    with torch.inference_mode():
+        for x, y in loader:
+            x = x.to(
+                device, non_blocking=True, memory_format=torch.channels_last if channels_last else torch.preserve_format
+            )
+            y = y.to(device, non_blocking=True)
+            with _autocast(device, amp_dtype):
+                logits = model(x)
+            loss_sum += loss_fn(logits.float(), y) * y.shape[0]
+            correct += (logits.argmax(dim=1) == y).sum()
+            seen += y.shape[0]
+    if seen == 0:
+        return {"val_acc": math.nan, "val_loss": math.nan}
+    return {"val_acc": correct.item() / seen, "val_loss": loss_sum.item() / seen}
+
+
+# ---------------------------------------------------------------- building blocks of fit
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when available, else CPU; asking for ``cuda`` without CUDA is a config error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TrainConfigError("device", name, "CUDA is not available on this machine (use auto or cpu)")
+    return torch.device(name)
+
+
+def build_optimizer(
+    config: TrainConfig, backbone: list[nn.Parameter], head: list[nn.Parameter]
+) -> torch.optim.Optimizer:
+    """AdamW or SGD (Nesterov momentum) in two groups: backbone at ``lr * backbone_lr_mult``, head at ``lr``.
+
+    The head is the last group, so ``param_groups[-1]["lr"]`` is the reported learning rate.
+    """
+    groups = [
+        {"params": backbone, "lr": config.lr * config.backbone_lr_mult, "name": "backbone"},
+        {"params": head, "lr": config.lr, "name": "head"},
+    ]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            groups,
+            lr=config.lr,
+            momentum=config.momentum,
+            nesterov=config.momentum > 0,
+            weight_decay=config.weight_decay,
+        )
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def lr_factor(step: int, *, total_steps: int, warmup_steps: int, cosine: bool) -> float:
+    """Learning-rate multiplier at optimizer step ``step`` (0-based): linear warmup over ``warmup_steps``,
+    then cosine decay to 0 at ``total_steps`` (or constant 1 when ``cosine`` is False)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if not cosine:
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step schedule: ``cosine`` (warmup, then cosine to 0) or ``none`` (warmup, then constant)."""
+    total, warmup = config.epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch
+    cosine = config.scheduler == "cosine"
+
+    def factor(step: int) -> float:
+        return lr_factor(step, total_steps=total, warmup_steps=warmup, cosine=cosine)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def make_loaders(
+    train: Dataset[Any], val: Dataset[Any], config: TrainConfig, generator: torch.Generator, *, pin_memory: bool
+) -> tuple[DataLoader[Any], DataLoader[Any]]:
+    """Shuffled train loader drawing from ``generator`` (so the order is reproducible) and a val loader."""
+    workers = config.num_workers
+    common: dict[str, Any] = {
+        "batch_size": config.batch_size,
+        "num_workers": workers,
+        "pin_memory": pin_memory,
+        "persistent_workers": workers > 0,
+    }
+    # A last batch of one sample would crash BatchNorm in train mode; drop only that case.
+    train_loader = DataLoader(
+        train, shuffle=True, generator=generator, drop_last=len(train) % config.batch_size == 1, **common
+    )  # type: ignore[arg-type]
+    return train_loader, DataLoader(val, shuffle=False, **common)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _ask(reporter: Reporter | None, epoch: int, entry: Mapping[str, float]) -> str:
+    if reporter is None:
+        return CONTINUE
+    answer = reporter(epoch, {k: float(entry[k]) for k in METRIC_KEYS})
+    if answer not in (CONTINUE, PRUNE):
+        raise ValueError(f"reporter returned {answer!r} for epoch {epoch}; expected {CONTINUE!r} or {PRUNE!r}")
+    return answer
+
+
+def _set_trainable(params: Iterable[nn.Parameter], trainable: bool) -> None:
+    for p in params:
+        p.requires_grad_(trainable)
+
+
+@dataclass
+class _Run:
+    """The state that a checkpoint carries from one epoch to the next."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    tracker: early_stopping.Tracker = field(default_factory=early_stopping.Tracker)
+    best_state: dict[str, torch.Tensor] | None = None
+    finished: str | None = None  # "completed" / "early_stopped" once the last epoch is done
+
+
+def _save_checkpoint(
+    path: Path,
+    config: TrainConfig,
+    run: _Run,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    generator: torch.Generator,
+    num_classes: int,
+    class_names: list[str],
+) -> None:
+    epoch = len(run.history)
+    atomic_save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "config": config.to_dict(),
+            "epoch": epoch,
+            "history": run.history,
+            "finished": run.finished,
+            "model_state": model.state_dict(),
+            # The best weights are stored only when they differ from the current ones: halves the file
+            # while the run keeps improving.
+            "best_epoch": run.tracker.best_epoch,
+            "best_model_state": run.best_state if run.tracker.best_epoch != epoch else None,
+            "early_stopping": run.tracker.to_dict(),
+            "optimizer_state": optimizer.state_dict(),
+            "scheduler_state": scheduler.state_dict(),
+            "rng": {**rng_state(), "loader": generator.get_state()},
+            "num_classes": num_classes,
+            "class_names": class_names,
+        },
+        path,
+    )
+
+
+def _resume(
+    path: Path,
+    config: TrainConfig,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    generator: torch.Generator,
+    log: Callable[[str], None],
+) -> _Run | None:
+    """Restore the run saved at ``path`` if it was made by the same config; None to start fresh."""
+    if not path.is_file():
+        return None
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a damaged file must not stop the trial: it is overwritten after epoch 1
+        log(f"checkpoint {path} is unreadable ({one_line(e)}); starting fresh")
+        return None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        log(f"checkpoint {path} has an unknown format; starting fresh")
+        return None
+    if ckpt.get("config") != config.to_dict():
+        log(f"checkpoint {path} was made by a different config; starting fresh")
+        return None
+    model.load_state_dict(ckpt["model_state"])
+    optimizer.load_state_dict(ckpt["optimizer_state"])
+    scheduler.load_state_dict(ckpt["scheduler_state"])
+    rng = ckpt["rng"]
+    generator.set_state(rng["loader"])
+    set_rng_state(rng)
+    tracker = early_stopping.Tracker.from_dict(ckpt["early_stopping"])
+    best = ckpt["best_model_state"]
+    if best is None and tracker.best_epoch == ckpt["epoch"]:
+        best = ckpt["model_state"]
+    history = [dict(h) for h in ckpt["history"]]
+    log(f"resuming from {path} after epoch {ckpt['epoch']}")
+    return _Run(history=history, tracker=tracker, best_state=best, finished=ckpt.get("finished"))
+
+
+# ---------------------------------------------------------------- fit
+
+
+def fit(
+    config: TrainConfig,
+    reporter: Reporter | None = None,
+    checkpoint_dir: str | Path | None = None,
+    *,
+    num_threads: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> FitResult:
+    """Fine-tune ``config.model`` on ``config.dataset`` for up to ``config.epochs`` epochs.
+
+    After every epoch ``reporter(epoch, metrics)`` is called; ``"prune"`` stops the run (status
+    ``pruned``). Early stopping on ``config.metric`` ends it with status ``early_stopped``. With a
+    ``checkpoint_dir`` the run is saved after every epoch (before it is reported) and a later call
+    with the same config resumes it, first replaying the saved epochs through the reporter.
+    ``num_threads`` sets torch's CPU threads (CPU only). The returned model holds the best epoch's
+    weights unless the run was pruned.
+    """
+    t_start = time.perf_counter()
+    log = log or _log.info
+    timings: dict[str, float] = {"train_s": 0.0, "eval_s": 0.0, "checkpoint_s": 0.0}
+    device = resolve_device(config.device)
+    on_cuda = device.type == "cuda"
+    if not on_cuda and num_threads:
+        torch.set_num_threads(num_threads)
+    _seed_everything(config.seed)
+
+    data = load_data(
+        config.dataset, image_size=config.resolved_image_size, aug_strength=config.aug_strength, seed=config.seed
+    )
+    model = build_model(config.model, data.num_classes, dropout=config.dropout, weights=config.weights)
+    if on_cuda:  # bf16 autocast + channels_last is the fast path for convnets on tensor cores
+        torch.backends.cudnn.benchmark = True
+        model = model.to(device).to(memory_format=torch.channels_last)
+    else:
+        model = model.to(device)
+    amp_dtype = torch.bfloat16 if on_cuda and config.amp else None
+    backbone, head = split_parameters(model)
+    backbone_bn = [m for m in backbone_modules(model) if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    generator = torch.Generator()
+    generator.manual_seed(config.seed)
+    train_loader, val_loader = make_loaders(data.train, data.val, config, generator, pin_memory=on_cuda)
+    optimizer = build_optimizer(config, backbone, head)
+    scheduler = build_scheduler(optimizer, config, len(train_loader))
+    train_loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    eval_loss_fn = nn.CrossEntropyLoss()
+
+    ckpt_path = Path(checkpoint_dir).expanduser() / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    resumed = _resume(ckpt_path, config, model, optimizer, scheduler, generator, log) if ckpt_path else None
+    run = resumed or _Run()
+    resumed_from = len(run.history)
+
+    def result(status: Literal["completed", "early_stopped", "pruned"]) -> FitResult:
+        if status != "pruned" and run.best_state is not None:
+            model.load_state_dict(run.best_state)
+        _set_trainable(backbone, True)  # hand back an ordinary model, even after a frozen last epoch
+        best_epoch = run.tracker.best_epoch or len(run.history)  # no valid metric at all: the last epoch
+        best = run.history[best_epoch - 1] if best_epoch else {}
+        timings["total_s"] = time.perf_counter() - t_start
+        timings.setdefault("setup_s", timings["total_s"])  # no batch trained (a finished run replayed)
+        timings.setdefault("first_batch_at", math.nan)
+        return FitResult(
+            status=status,
+            epochs_run=len(run.history),
+            best_epoch=best_epoch,
+            best_metrics={k: float(best[k]) for k in METRIC_KEYS if k in best},
+            history=run.history,
+            resumed_from_epoch=resumed_from,
+            num_classes=data.num_classes,
+            class_names=list(data.class_names),
+            model=model,
+            timings=timings,
+        )
+
+    for entry in list(run.history):  # a resumed run replays its past epochs; the pruner may say stop
+        if _ask(reporter, int(entry["epoch"]), entry) == PRUNE:
+            del run.history[int(entry["epoch"]) :]
+            return result("pruned")
+    if run.finished in ("completed", "early_stopped"):
+        return result(run.finished)  # type: ignore[arg-type]
+
+    def first_batch() -> None:
+        if "first_batch_at" not in timings:
+            timings["first_batch_at"] = time.time()
+            timings["setup_s"] = time.perf_counter() - t_start
+
+    patience = config.early_stopping.patience
+    for epoch in range(resumed_from + 1, config.epochs + 1):
+        frozen = epoch <= config.freeze_backbone_epochs
+        _set_trainable(backbone, not frozen)
+        t0 = time.perf_counter()
+        trained = train_one_epoch(
+            model,
+            train_loader,
+            optimizer,
+            scheduler,
+            train_loss_fn,
+            device,
+            amp_dtype=amp_dtype,
+            channels_last=on_cuda,
+            frozen=backbone_bn if frozen else (),
+            on_first_batch=first_batch,
+        )
+        t1 = time.perf_counter()
+        metrics = evaluate(model, val_loader, eval_loss_fn, device, amp_dtype=amp_dtype, channels_last=on_cuda)
+        t2 = time.perf_counter()
+        timings["train_s"] += t1 - t0
+        timings["eval_s"] += t2 - t1
+        entry = {
+            "epoch": epoch,
+            "val_acc": metrics["val_acc"],
+            "val_loss": metrics["val_loss"],
+            "train_loss": trained["train_loss"],
+            "lr": trained["lr"],
+        }
+        run.history.append(entry)
+        run.tracker = early_stopping.update(
+            run.tracker, epoch, entry[config.metric], mode=config.mode, min_delta=config.early_stopping.min_delta
+        )
+        if run.tracker.best_epoch == epoch:
+            run.best_state = cpu_state(model)
+        stop = early_stopping.should_stop(run.tracker, patience) and epoch < config.epochs
+        if stop or epoch == config.epochs:
+            run.finished = "early_stopped" if stop else "completed"
+        if ckpt_path is not None:
+            _save_checkpoint(
+                ckpt_path, config, run, model, optimizer, scheduler, generator, data.num_classes, list(data.class_names)
+            )
+            timings["checkpoint_s"] += time.perf_counter() - t2
+        log(
+            f"epoch {epoch}/{config.epochs} train_loss={entry['train_loss']:.4f} "
+            f"val_loss={entry['val_loss']:.4f} val_acc={entry['val_acc']:.4f} lr={entry['lr']:.3g} "
+            f"({t1 - t0:.1f}s train, {t2 - t1:.1f}s eval)"
+        )
+        if _ask(reporter, epoch, entry) == PRUNE:
+            log(f"pruned after epoch {epoch}")
+            return result("pruned")
+        if stop:
+            log(
+                f"early stop after epoch {epoch}: no {config.metric} improvement for {patience} epochs "
+                f"(best epoch {run.tracker.best_epoch})"
+            )
+            return result("early_stopped")
+    return result("completed")
