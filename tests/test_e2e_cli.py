@@ -46,15 +46,19 @@ def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def quickstart_config(path: Path, weights: Path, *, name: str, n_trials: int, epochs: int = 4, extra: str = "") -> Path:
-    """The quickstart workload, made smaller: fine-tune the digits 0-4 backbone on digits 5-9."""
+    """The quickstart workload, made smaller: fine-tune the digits 0-4 backbone on digits 5-9.
+
+    Half the learning rates diverge (lr 5.0 stays at chance), so there is always something to prune once
+    one good trial has finished; patience 3 keeps early stopping from ending those runs first.
+    """
     path.write_text(
         f"""
-study: {{name: {name}, n_trials: {n_trials}, sampler: {{name: tpe, seed: 0}}}}
+study: {{name: {name}, n_trials: {n_trials}, sampler: {{name: random, seed: 0}}}}
 search_space:
-  lr: {{low: 1.0e-4, high: 0.3, log: true}}
+  lr: [1.0e-3, 5.0]
   batch_size: [32, 64]
-pruner: {{n_startup_trials: 3, n_warmup_steps: 1}}
-early_stopping: {{patience: 2}}
+pruner: {{n_startup_trials: 1, n_warmup_steps: 1}}
+early_stopping: {{patience: 3}}
 train:
   model: resnet18
   weights: {weights}
@@ -75,7 +79,7 @@ def test_sweep_export_train_on_postgres(
     tmp_path: Path, pg_url: str, pretrained: Path, peak_connections: type, parallel: int
 ) -> None:
     url = with_password(pg_url)
-    n_trials = 12 if parallel == 2 else 8
+    n_trials = 12
     extra = "resources: {cpus_per_trial: 0.5}\n" if parallel == 4 else ""
     cfg = quickstart_config(tmp_path / "cfg.yaml", pretrained, name="qs", n_trials=n_trials, extra=extra)
     with peak_connections(pg_url) as peak:
