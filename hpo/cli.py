@@ -129,6 +129,37 @@ def sweep(
 
 
 @app.command()
+def validate(
+    config: Annotated[Path, typer.Argument(help="Sweep config (YAML).", show_default=False)],
+    storage: StorageOpt = None,
+    data: Annotated[bool, typer.Option("--data/--no-data", help="Also check the dataset, model and weights.")] = True,
+) -> None:
+    """Check a sweep config without running it: print the search space and the resolved settings.
+
+    Touches no database and starts no Ray. [bold]Example[/bold]: hpo validate examples/quickstart.yaml
+    """
+    from hpo.config import load_sweep_config
+    from hpo.progress import format_params
+    from storage import mask_url
+
+    cfg = load_sweep_config(config, storage=storage)
+    if data:
+        from hpo.sweep import preflight
+
+        preflight(cfg)
+    out.print(
+        f"study {cfg.study_name!r}: {cfg.study.direction} {cfg.study.metric}, {cfg.study.n_trials} trials, "
+        f"sampler {cfg.study.sampler.name}, pruner {cfg.pruner.type}"
+    )
+    out.print(f"storage: {mask_url(cfg.storage or '')}")
+    for name, dist in cfg.space.distributions.items():
+        out.print(f"  search {name}: {dist}")
+    if cfg.space.fixed:
+        out.print(f"  fixed: {format_params(cfg.space.fixed)}")
+    out.print("ok")
+
+
+@app.command()
 def status(
     study: StudyOpt,
     storage: StorageOpt = None,
@@ -256,6 +287,57 @@ def train(
         f"{run.metric}={run.value:.4f}{tuned}; {run.status} after {run.epochs_run} epochs, best epoch {run.best_epoch}"
     )
     out.print(f"wrote {run.output / 'model.pt'}, {run.output / 'metrics.json'}")
+
+
+@app.command()
+def dashboard(
+    storage: StorageOpt = None,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on; anything but loopback needs a token.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8080,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="HPO_DASHBOARD_TOKEN",
+            show_envvar=False,
+            show_default=False,
+            help="Require this token (open the dashboard once as /?token=..., or send 'Authorization: Bearer ...') "
+            "\\[default: $HPO_DASHBOARD_TOKEN, else none: loopback only].",
+        ),
+    ] = None,
+    threads: Annotated[int, typer.Option("--threads", help="Request threads.")] = 8,
+) -> None:
+    """optuna-dashboard on a study storage, served by a threaded WSGI server (waitress); Ctrl-C stops it.
+
+    Pass a storage password through $HPO_STORAGE rather than --storage, so it stays out of the process list.
+    [bold]Example[/bold]: HPO_STORAGE=postgresql+psycopg2://hpo:...@db/hpo hpo dashboard --port 8080
+    """
+    from hpo.dashboard import check_bind, serve
+
+    check_bind(host, token)
+
+    def ready(url: str) -> None:
+        hint = " (open it once with ?token=<your token>)" if token else ""
+        out.print(f"dashboard on {url}{hint}; Ctrl-C stops it")
+
+    serve(_storage(storage), host=host, port=port, token=token, threads=threads, ready=ready)
+
+
+@app.command()
+def report(
+    study: StudyOpt,
+    storage: StorageOpt = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the HTML file.")] = Path("report.html"),
+) -> None:
+    """One self-contained HTML file about a study (summary, best config, Optuna's plots) that works offline.
+
+    [bold]Example[/bold]: hpo report --study quickstart -o report.html
+    """
+    from hpo.report import write_report
+
+    out.print(f"wrote {write_report(_storage(storage), study, output)}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
+from hpo import lease
 from hpo import study as studies
 from hpo.config import SamplerConfig
 from hpo.pruning import MedianRule, StepStatistics, should_prune
@@ -86,6 +87,7 @@ class Coordinator:
         rule: MedianRule | None = None,
         parallel: int = 1,
         retry_timeout: float = 60.0,
+        driver_lease: dict[str, Any] | None = None,
     ) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._url = storage_url
@@ -111,6 +113,7 @@ class Coordinator:
         for t in self._retry(lambda: self._study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))):
             self._stats.add_trial(t.intermediate_values)
         self._live: dict[int, LiveTrial] = {}
+        self._lease = driver_lease  # the driver's (host, pid): renewed here while the sweep runs
 
     # ----------------------------------------------------------------------------------------------
     def ping(self) -> bool:
@@ -207,6 +210,18 @@ class Coordinator:
             "steps": len(final.intermediate_values),
             "reason": final.user_attrs.get(studies.ATTR_FAIL_REASON),
         }
+
+    def heartbeat(self) -> bool:
+        """Renew the sweep's lease on the study; False if another sweep has taken it."""
+        if self._lease is None:
+            return True
+        storage, study_id = self._study._storage, self._study._study_id
+        held = self._retry(lambda: lease.read(storage, study_id))
+        if held and held.get("owner") != self._lease["owner"]:
+            return False
+        renewed = {**self._lease, "heartbeat": time.time()}
+        self._retry(lambda: lease.write(storage, study_id, renewed))
+        return True
 
     def live(self) -> list[dict[str, Any]]:
         """The running trials: number, params, seconds running, last epoch's metrics."""

@@ -14,7 +14,6 @@ import ipaddress
 import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from http.cookies import CookieError, SimpleCookie
 from types import FrameType
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode
@@ -138,18 +137,13 @@ def _bearer(environ: dict[str, Any]) -> str | None:
 
 
 def _cookie(environ: dict[str, Any]) -> str | None:
-    raw = environ.get("HTTP_COOKIE", "")
-    if COOKIE_NAME not in raw:
-        return None
-    jar: SimpleCookie = SimpleCookie()
-    try:
-        jar.load(raw)
-    except CookieError:  # a malformed Cookie header from some other app on this host: no token
-        return None
-    morsel = jar.get(COOKIE_NAME)
-    if morsel is None:
-        return None
-    return unquote(morsel.value)
+    # Split by hand: http.cookies stops at the first cookie it cannot parse, and a browser sends this
+    # host's cookies from every other app on every other port too (JSON values, odd characters...).
+    for part in environ.get("HTTP_COOKIE", "").split(";"):
+        name, sep, value = part.strip().partition("=")
+        if sep and name == COOKIE_NAME:
+            return unquote(value.strip().strip('"'))
+    return None
 
 
 class DashboardApp:
@@ -215,10 +209,15 @@ def serve(
         with _interrupt_on(signal.SIGINT, signal.SIGTERM):
             try:
                 server = waitress.server.create_server(
-                    app, host=host, port=port, threads=threads, ident="hpo", clear_untrusted_proxy_headers=True
+                    app,
+                    host=host.strip("[]"),
+                    port=port,
+                    threads=threads,
+                    ident="hpo",
+                    clear_untrusted_proxy_headers=True,
                 )
             except OSError as e:
-                raise ConfigError(f"--port {port}: cannot listen on {host}: {e.strerror or e}") from None
+                raise ConfigError(f"cannot listen on {host} port {port}: {e.strerror or e}") from None
             if ready is not None:
                 ready(_http_url(host, server))
             server.run()  # returns after dispatching KeyboardInterrupt (our signals) itself

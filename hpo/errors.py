@@ -27,6 +27,10 @@ class SweepError(HpoError):
     exit_code = 1
 
 
+class StudyBusyError(HpoError):
+    """Another live ``hpo sweep`` holds the study."""
+
+
 class StudyNotFoundError(HpoError):
     """The named study does not exist in the storage."""
 
@@ -45,6 +49,7 @@ __all__ = [
     "ConfigError",
     "HpoError",
     "StorageError",
+    "StudyBusyError",
     "StudyNotFoundError",
     "SweepError",
     "TrialsError",

@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,19 +22,20 @@ from typing import Any
 import ray
 
 import hpo
-from hpo import outcomes
+from hpo import lease, outcomes
 from hpo import study as studies
 from hpo.config import SweepConfig, load_train_file
 from hpo.coordinator import Asked, Outcome
 from hpo.dispatch import Workload, fit_parallel, ray_session, start_coordinator, train_workload, trial_task
-from hpo.errors import ConfigError, SweepError
+from hpo.errors import ConfigError, StudyBusyError, SweepError
 from hpo.progress import Clock, LineObserver, Observer, format_duration
-from storage import close_storage, mask_url, open_storage, storage_errors
+from storage import StorageError, close_storage, mask_url, open_storage, storage_errors
 from trials.errors import TrialsError
 
 DRIVER_LOST = "driver lost: the trial was RUNNING when a new sweep on its study started"
 INTERRUPTED = "interrupted"
 TICK_SECONDS = 1.0
+LEASE_SETTLE_SECONDS = 0.5  # two drivers starting together both write; after this the last writer holds it
 
 
 @dataclass
@@ -95,8 +98,9 @@ def preflight(cfg: SweepConfig) -> None:
         raise ConfigError(f"train: {e}") from None
 
 
-def prepare_study(cfg: SweepConfig, *, enqueue: str | None = None) -> _Prepared:
-    """Create the schema and the study, reap trials left RUNNING, warm-start; then close the connections."""
+def prepare_study(cfg: SweepConfig, *, owner: str, enqueue: str | None = None) -> _Prepared:
+    """Create the schema and the study, take its lease, reap trials left RUNNING, warm-start; then close
+    the connections."""
     url = cfg.storage or ""
     storage = open_storage(url, create_schema=True)
     try:
@@ -108,6 +112,7 @@ def prepare_study(cfg: SweepConfig, *, enqueue: str | None = None) -> _Prepared:
                 metric=cfg.study.metric,
                 version=hpo.__version__,
             )
+            _acquire_lease(storage, study._study_id, cfg.study_name, owner)
             reaped = studies.reap_running(study, DRIVER_LOST)
             if enqueue:
                 _enqueue(study, cfg, enqueue)
@@ -129,6 +134,38 @@ def prepare_study(cfg: SweepConfig, *, enqueue: str | None = None) -> _Prepared:
             )
     finally:
         close_storage(storage)
+
+
+def _acquire_lease(storage: Any, study_id: int, name: str, owner: str) -> None:
+    """Take the study's lease, or refuse when another live sweep holds it."""
+
+    def refuse(held: dict[str, Any]) -> StudyBusyError:
+        return StudyBusyError(
+            f"study {name!r} is being run by another hpo sweep ({lease.describe(held, time.time())}); "
+            f"wait for it to finish (a lease without heartbeat expires after {lease.TTL:.0f}s) or use another --study"
+        )
+
+    held = lease.read(storage, study_id)
+    if held and held.get("owner") != owner and lease.is_live(held, now=time.time(), host=socket.gethostname()):
+        raise refuse(held)
+    lease.write(storage, study_id, lease.new_lease(owner))
+    time.sleep(LEASE_SETTLE_SECONDS)
+    held = lease.read(storage, study_id)
+    if not held or held.get("owner") != owner:
+        raise refuse(held or {})
+
+
+def release_lease(url: str, name: str, owner: str) -> None:
+    """Give the study's lease up if this sweep still holds it (best effort: the database may be gone)."""
+    with contextlib.suppress(Exception):
+        storage = open_storage(url, create_schema=False, connect_timeout=5)
+        try:
+            study_id = storage.get_study_id_from_name(name)
+            held = lease.read(storage, study_id)
+            if held and held.get("owner") == owner:
+                lease.write(storage, study_id, None)
+        finally:
+            close_storage(storage)
 
 
 def _enqueue(study: Any, cfg: SweepConfig, path: str) -> None:
@@ -167,7 +204,8 @@ def run_sweep(
         preflight(cfg)
     if enqueue:
         load_train_file(enqueue)  # validate before the study is touched
-    prepared = prepare_study(cfg, enqueue=enqueue)
+    owner = uuid.uuid4().hex
+    prepared = prepare_study(cfg, owner=owner, enqueue=enqueue)
     target = cfg.study.n_trials
     storage_shown = mask_url(cfg.storage or "")
     head = f"study {cfg.study_name!r} on {storage_shown}: {prepared.finished}/{target} trials finished"
@@ -175,14 +213,16 @@ def run_sweep(
         head += f"; marked {len(prepared.reaped)} trial(s) left RUNNING by a lost driver as FAIL: {prepared.reaped}"
     obs.message(head)
     if prepared.finished >= target:
+        release_lease(cfg.storage or "", cfg.study_name, owner)
         obs.message(f"nothing to do: the study already has {prepared.finished} finished trials (n_trials={target})")
         return SweepResult(cfg.study_name, storage_shown, prepared.counts, prepared.best, 0, 0, 0.0, "nothing to do", 0)
 
     previous = _install_sigint(stopper, obs) if handle_sigint else None
     try:
         with ray_session(ray_address) as info:
-            return _loop(cfg, info, prepared, workload, obs, stopper)
+            return _loop(cfg, info, prepared, workload, obs, stopper, owner)
     finally:
+        release_lease(cfg.storage or "", cfg.study_name, owner)
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
 
@@ -202,7 +242,7 @@ def _install_sigint(stopper: Stopper, obs: Observer) -> Any:
 
 
 def _loop(
-    cfg: SweepConfig, info: Any, prepared: _Prepared, workload: Workload, obs: Observer, stopper: Stopper
+    cfg: SweepConfig, info: Any, prepared: _Prepared, workload: Workload, obs: Observer, stopper: Stopper, owner: str
 ) -> SweepResult:
     res = cfg.resources
     if res.gpus_per_trial > 0 and info.gpus < res.gpus_per_trial:
@@ -236,6 +276,7 @@ def _loop(
         rule=cfg.pruner.rule(),
         parallel=parallel,
         retry_timeout=cfg.storage_options.retry_timeout,
+        driver_lease=lease.new_lease(owner),
     )
     task = trial_task(res.cpus_per_trial, res.gpus_per_trial)
     threads = max(1, int(res.cpus_per_trial))
@@ -248,7 +289,7 @@ def _loop(
     stopped = "target reached"
     target = cfg.study.n_trials
     deadline = time.monotonic() + cfg.study.timeout if cfg.study.timeout else math.inf
-    last_tick = 0.0
+    last_tick = last_heartbeat = time.monotonic()
 
     def finished() -> int:
         return counts["COMPLETE"] + counts["PRUNED"]
@@ -319,6 +360,16 @@ def _loop(
             if now - last_tick >= TICK_SECONDS:
                 last_tick = now
                 obs.tick(_call(coordinator.live.remote()), counts, best)
+            if now - last_heartbeat >= lease.HEARTBEAT:
+                last_heartbeat = now
+                if not _call(coordinator.heartbeat.remote()):
+                    raise SweepError(f"another hpo sweep took study {cfg.study_name!r} over; stopping this one")
+    except StorageError as e:
+        raise SweepError(
+            f"lost the storage for more than storage_options.retry_timeout="
+            f"{cfg.storage_options.retry_timeout:g}s: {e}; finished trials are saved, "
+            "running ones will be marked FAIL by the next sweep"
+        ) from e
     finally:
         for ref in running:
             ray.cancel(ref, force=True)

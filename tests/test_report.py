@@ -9,7 +9,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from optuna.distributions import FloatDistribution
+from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.trial import TrialState
 from plotly.offline import get_plotlyjs
 
@@ -107,7 +107,7 @@ def test_report_content(report: tuple[Path, str], demo_db: tuple[str, DemoStudy]
 def _sparse_study(url: str, name: str) -> None:
     study = optuna.create_study(study_name=name, storage=url, direction="minimize")
     study.set_user_attr(studies.ATTR_METRIC, "val_loss")
-    dist = {"lr": FloatDistribution(1e-4, 0.1, log=True)}
+    dist: dict[str, BaseDistribution] = {"lr": FloatDistribution(1e-4, 0.1, log=True)}
     t = study.ask(dist)
     for step in (1, 2, 3):
         t.report(1.0 / step, step)
