@@ -26,7 +26,7 @@ from hpo import lease
 from hpo import study as studies
 from hpo.config import SamplerConfig
 from hpo.pruning import MedianRule, StepStatistics, should_prune
-from storage import close_storage, open_storage, redact, retry_transient
+from storage import close_storage, open_storage, redact, retry_transient, storage_errors
 from trials.config import merge_dotted
 
 log = logging.getLogger("hpo.coordinator")
@@ -119,34 +119,66 @@ class Coordinator:
     def ping(self) -> bool:
         return True
 
-    def ask(self, retry_of: int | None = None, attempt: int = 1) -> Asked:
-        """A new trial: sampled params (or, for a retry, the failed trial's params) and its full config."""
-        resume_from = None
-        if retry_of is None:
-            trial = self._retry(lambda: self._study.ask(self._distributions))
-        else:
-            # the failed trial's exact params, as a new RUNNING trial (enqueue_trial could hand them to
-            # another ask, and this trial could get someone else's)
-            failed = self._retry(lambda: self._study._storage.get_trial(retry_of))
-            template = optuna.trial.create_trial(
-                state=TrialState.RUNNING, params=failed.params, distributions=failed.distributions
-            )
-            study_id = self._study._study_id
-            tid = self._retry(lambda: self._study._storage.create_new_trial(study_id, template_trial=template))
-            trial = optuna.Trial(self._study, tid)
-            resume_from = failed.user_attrs.get(studies.ATTR_CHECKPOINT_DIR)
+    def ask(self) -> Asked:
+        """A new trial with params from the sampler, and its full training config."""
+        trial = self._retry(lambda: self._study.ask(self._distributions))
+        return self._register(trial, attempt=1)
+
+    def fail_and_retry(self, trial_id: int, outcome: Outcome, attempt: int) -> tuple[dict[str, Any], Asked]:
+        """Tell a failed trial FAIL and create its retry: a new trial with the same params that resumes from
+        the failed trial's last checkpoint. The two are linked both ways (``retried_by``/``retry_of``) before
+        the failed trial is finished, since Optuna freezes a trial's attrs once it is."""
+        failed = self._retry(lambda: self._study._storage.get_trial(trial_id))
+        template = optuna.trial.create_trial(
+            state=TrialState.RUNNING, params=failed.params, distributions=failed.distributions
+        )
+        study_id = self._study._study_id
+        new_id = self._retry(lambda: self._study._storage.create_new_trial(study_id, template_trial=template))
+        asked = self._register(
+            optuna.Trial(self._study, new_id),
+            attempt=attempt,
+            retry_of=failed.number,
+            resume_from=failed.user_attrs.get(studies.ATTR_CHECKPOINT_DIR),
+        )
+        attrs = {**outcome.attrs, studies.ATTR_RETRIED_BY: asked.number}
+        summary = self.tell(trial_id, Outcome(outcome.state, outcome.value, outcome.reason, attrs))
+        summary["retried_by"] = asked.number
+        return summary, asked
+
+    def reap(self, trial_ids: list[int], reason: str, retries: int) -> tuple[list[int], list[tuple[Asked, int]]]:
+        """Fail trials a lost driver left RUNNING; retry those with attempts left. Returns the reaped trial
+        numbers and the retries to launch, each with its attempt number."""
+        reaped, retries_out = [], []
+        for tid in trial_ids:
+            t = self._retry(lambda tid=tid: self._study._storage.get_trial(tid))  # type: ignore[misc]
+            if t.state != TrialState.RUNNING:
+                continue
+            attempt = int(t.user_attrs.get(studies.ATTR_ATTEMPT, 1))
+            outcome = Outcome("FAIL", None, reason)
+            if attempt <= retries:
+                _, asked = self.fail_and_retry(tid, outcome, attempt + 1)
+                retries_out.append((asked, attempt + 1))
+            else:
+                self.tell(tid, outcome)
+            reaped.append(t.number)
+        return reaped, retries_out
+
+    def _register(
+        self, trial: optuna.Trial, *, attempt: int, retry_of: int | None = None, resume_from: str | None = None
+    ) -> Asked:
         params = dict(trial.params)
         config = merge_dotted(self._base, {**self._fixed, **params})
         ckpt = f"{self._root}/trial-{trial.number:05d}"
-        storage = self._study._storage
-        tid = trial._trial_id
-        self._retry(lambda: storage.set_trial_user_attr(tid, studies.ATTR_TRAIN_CONFIG, config))
-        self._retry(lambda: storage.set_trial_user_attr(tid, studies.ATTR_CHECKPOINT_DIR, ckpt))
-        self._retry(lambda: storage.set_trial_user_attr(tid, studies.ATTR_ATTEMPT, attempt))
+        attrs: dict[str, Any] = {
+            studies.ATTR_TRAIN_CONFIG: config,
+            studies.ATTR_CHECKPOINT_DIR: ckpt,
+            studies.ATTR_ATTEMPT: attempt,
+        }
         if retry_of is not None:
-            failed_number = failed.number
-            self._retry(lambda: storage.set_trial_user_attr(tid, studies.ATTR_RETRY_OF, failed_number))
-            self._retry(lambda: storage.set_trial_user_attr(retry_of, studies.ATTR_RETRIED_BY, trial.number))
+            attrs[studies.ATTR_RETRY_OF] = retry_of
+        storage, tid = self._study._storage, trial._trial_id
+        for key, value in attrs.items():
+            self._retry(lambda k=key, v=value: storage.set_trial_user_attr(tid, k, v))  # type: ignore[misc]
         self._live[tid] = LiveTrial(tid, trial.number, params, time.time(), max_steps=config.get("epochs"))
         return Asked(tid, trial.number, params, config, ckpt, resume_from)
 
@@ -250,4 +282,5 @@ class Coordinator:
                 "storage unavailable for %.0fs, retrying: %s", elapsed, redact(str(e).splitlines()[0], self._url)
             )
 
-        return retry_transient(fn, timeout=self._retry_timeout, on_retry=on_retry)
+        with storage_errors(self._url, "storage error on"):  # past the timeout: one masked line, StorageError
+            return retry_transient(fn, timeout=self._retry_timeout, on_retry=on_retry)

@@ -85,6 +85,10 @@ def load(storage: Any, name: str) -> optuna.Study:
         raise StudyNotFoundError(f"study {name!r} not found (studies in this storage: {known})") from None
 
 
+def running_trials(study: optuna.Study) -> list[FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+
+
 def reap_running(study: optuna.Study, reason: str) -> list[int]:
     """Mark every RUNNING trial FAIL with ``reason`` (their driver is gone); returns their numbers."""
     reaped = []

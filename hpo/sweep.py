@@ -56,7 +56,7 @@ class _Prepared:
     finished: int
     counts: dict[str, int]
     best: dict[str, Any] | None
-    retry_queue: list[tuple[int, int]]  # (trial_id, attempt) of failed trials to run again
+    orphans: list[int]  # ids of trials a lost driver left RUNNING: the coordinator reaps (and retries) them
     reaped: list[int]
 
 
@@ -113,23 +113,20 @@ def prepare_study(cfg: SweepConfig, *, owner: str, enqueue: str | None = None) -
                 version=hpo.__version__,
             )
             _acquire_lease(storage, study._study_id, cfg.study_name, owner)
-            reaped = studies.reap_running(study, DRIVER_LOST)
             if enqueue:
                 _enqueue(study, cfg, enqueue)
             trials = study.get_trials(deepcopy=False)
-            by_number = {t.number: t for t in trials}
-            retry_queue = []
-            for number in reaped:
-                t = by_number[number]
-                attempt = int(t.user_attrs.get(studies.ATTR_ATTEMPT, 1))
-                if attempt <= cfg.retries:
-                    retry_queue.append((t._trial_id, attempt + 1))
+            finished = studies.n_finished(trials)
+            orphans, reaped = [t._trial_id for t in studies.running_trials(study)], []
+            if finished >= cfg.study.n_trials and orphans:  # nothing will run: fail them here, no retries
+                reaped, orphans = studies.reap_running(study, DRIVER_LOST), []
+                trials = study.get_trials(deepcopy=False)
             best = studies.select_best(trials, str(cfg.study.direction))
             return _Prepared(
-                finished=studies.n_finished(trials),
+                finished=finished,
                 counts=studies.state_counts(trials),
                 best=None if best is None else {"number": best.number, "value": best.value, "params": best.params},
-                retry_queue=retry_queue,
+                orphans=orphans,
                 reaped=reaped,
             )
     finally:
@@ -208,10 +205,9 @@ def run_sweep(
     prepared = prepare_study(cfg, owner=owner, enqueue=enqueue)
     target = cfg.study.n_trials
     storage_shown = mask_url(cfg.storage or "")
-    head = f"study {cfg.study_name!r} on {storage_shown}: {prepared.finished}/{target} trials finished"
+    obs.message(f"study {cfg.study_name!r} on {storage_shown}: {prepared.finished}/{target} trials finished")
     if prepared.reaped:
-        head += f"; marked {len(prepared.reaped)} trial(s) left RUNNING by a lost driver as FAIL: {prepared.reaped}"
-    obs.message(head)
+        obs.message(f"marked {len(prepared.reaped)} trial(s) left RUNNING by a lost driver as FAIL: {prepared.reaped}")
     if prepared.finished >= target:
         release_lease(cfg.storage or "", cfg.study_name, owner)
         obs.message(f"nothing to do: the study already has {prepared.finished} finished trials (n_trials={target})")
@@ -283,7 +279,7 @@ def _loop(
     clock = Clock()
     counts = dict(prepared.counts)
     best = prepared.best
-    retry_queue = list(prepared.retry_queue)
+    ready: list[tuple[Asked, int]] = []  # retries, created and linked, waiting for a free slot
     running: dict[ray.ObjectRef, _Running] = {}
     launched = failed_now = 0
     stopped = "target reached"
@@ -296,16 +292,43 @@ def _loop(
 
     def tell(run: _Running, outcome: Outcome) -> None:
         nonlocal best, failed_now, stopped
-        summary = _call(coordinator.tell.remote(run.asked.trial_id, outcome))
+        retry = (
+            outcome.state == "FAIL"
+            and outcomes.is_retryable(outcome.reason)
+            and run.attempt <= cfg.retries
+            and not stopper.draining
+        )
+        if retry:
+            summary, asked = _call(coordinator.fail_and_retry.remote(run.asked.trial_id, outcome, run.attempt + 1))
+            ready.append((asked, run.attempt + 1))
+        else:
+            summary = _call(coordinator.tell.remote(run.asked.trial_id, outcome))
         counts["RUNNING"] = max(0, counts.get("RUNNING", 0) - 1)
         counts[summary["state"]] = counts.get(summary["state"], 0) + 1
         if summary["state"] == "COMPLETE" and summary["value"] is not None and _better(summary["value"], best, cfg):
             best = {"number": summary["number"], "value": summary["value"], "params": summary["params"]}
         if summary["state"] == "FAIL":
             failed_now += 1
-            if outcomes.is_retryable(summary.get("reason")) and run.attempt <= cfg.retries:
-                retry_queue.append((run.asked.trial_id, run.attempt + 1))
         obs.trial_finished(summary, counts, best)
+
+    def launch(asked: Asked, attempt: int) -> None:
+        nonlocal launched
+        ref = task.remote(
+            asked.trial_id, asked.train_config, asked.checkpoint_dir, asked.resume_from, coordinator, workload, threads
+        )
+        running[ref] = _Running(asked, attempt)
+        counts["RUNNING"] = counts.get("RUNNING", 0) + 1
+        launched += 1
+
+    if prepared.orphans:
+        reaped, retries = _call(coordinator.reap.remote(prepared.orphans, DRIVER_LOST, cfg.retries))
+        ready.extend(retries)
+        counts["RUNNING"] -= len(reaped)
+        counts["FAIL"] += len(reaped)
+        obs.message(
+            f"marked {len(reaped)} trial(s) left RUNNING by a lost driver as FAIL: {reaped}"
+            + (f"; retrying {len(retries)} of them from their last checkpoints" if retries else "")
+        )
 
     try:
         while True:
@@ -327,27 +350,18 @@ def _loop(
                 stopped = "timeout"
                 obs.message(f"study.timeout of {cfg.study.timeout:g}s reached: no new trials; waiting for running ones")
             launching = not stopper.draining and stopped == "target reached"
-            while launching and len(running) < parallel and finished() + len(running) < target:
-                retry = retry_queue.pop(0) if retry_queue else None
-                asked: Asked = _call(coordinator.ask.remote(*retry) if retry else coordinator.ask.remote())
-                ref = task.remote(
-                    asked.trial_id,
-                    asked.train_config,
-                    asked.checkpoint_dir,
-                    asked.resume_from,
-                    coordinator,
-                    workload,
-                    threads,
-                )
-                running[ref] = _Running(asked, retry[1] if retry else 1)
-                counts["RUNNING"] = counts.get("RUNNING", 0) + 1
-                launched += 1
+            while launching and len(running) < parallel and (ready or finished() + len(running) < target):
+                # a retry takes the place of the trial it retries, so it does not count against the target
+                if ready:
+                    launch(*ready.pop(0))
+                else:
+                    launch(_call(coordinator.ask.remote()), 1)
             if not running:
                 if stopper.draining and stopped == "target reached":
                     stopped = "interrupted"
                 break
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
-            for ref in ready:
+            done, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
+            for ref in done:
                 run = running.pop(ref)
                 try:
                     outcome = outcomes.from_result(ray.get(ref), cfg.study.metric)
@@ -364,6 +378,9 @@ def _loop(
                 last_heartbeat = now
                 if not _call(coordinator.heartbeat.remote()):
                     raise SweepError(f"another hpo sweep took study {cfg.study_name!r} over; stopping this one")
+        for asked, _attempt in ready:  # retries the sweep stopped before they could start
+            _call(coordinator.tell.remote(asked.trial_id, Outcome("FAIL", None, "not started: the sweep stopped")))
+        ready.clear()
     except StorageError as e:
         raise SweepError(
             f"lost the storage for more than storage_options.retry_timeout="

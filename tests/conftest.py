@@ -141,3 +141,19 @@ def run_cli(
 @pytest.fixture
 def cli() -> object:
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A backbone pretrained on digits 0-4 by the real `hpo train` (small and short: a test fixture)."""
+    out = tmp_path_factory.mktemp("pretrained")
+    cfg = out / "pretrain.yaml"
+    cfg.write_text(
+        "train:\n  model: resnet18\n  weights: null\n"
+        "  dataset: {type: digits, classes: [0, 1, 2, 3, 4], max_train_samples: 300, max_val_samples: 100}\n"
+        "  epochs: 2\n  lr: 0.003\n  batch_size: 64\n  aug_strength: 0.1\n  early_stopping: {patience: null}\n"
+    )
+    r = run_cli("train", str(cfg), "--output", str(out / "run"), timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (out / "run" / "model.pt").is_file()
+    return out / "run" / "model.pt"

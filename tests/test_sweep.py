@@ -36,11 +36,11 @@ def _run(cfg: SweepConfig, workload: object = workloads.synthetic) -> object:
     return run_sweep(cfg, workload=workload, observer=QuietObserver(), check_data=False)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("parallel", [2, 4])
+@pytest.mark.parametrize("parallel", [2, 4, 8])
 def test_sweep_prunes_records_each_epoch_and_bounds_connections(
     tmp_path: Path, pg_url: str, peak_connections: type, parallel: int
 ) -> None:
-    cfg = _cfg(tmp_path, pg_url, BASE + "resources: {cpus_per_trial: 0.5}\n", parallel=parallel)
+    cfg = _cfg(tmp_path, pg_url, BASE + "resources: {cpus_per_trial: 0.25}\n", parallel=parallel)
     with peak_connections(pg_url) as peak:
         result = _run(cfg)
     assert result.exit_code == 0 and result.stopped == "target reached"
