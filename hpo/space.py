@@ -168,8 +168,10 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool)
 
 
-def _scalar(path: str, value: Any, kind: type) -> Any:
+def _scalar(path: str, value: Any, kind: type, *, nullable: bool = True) -> Any:
     if value is None:
+        if not nullable:
+            raise SpaceError(path, value, "must be a number")
         return None  # nullable fields (weights, early_stopping.patience); the training config validates them
     if kind is bool:
         if not isinstance(value, bool):
@@ -203,8 +205,8 @@ def _range(path: str, entry: Mapping[str, Any], kind: type) -> FloatDistribution
     for key in ("low", "high"):
         if key not in entry:
             raise SpaceError(f"{path}.{key}", None, "is required for a range")
-    low = _scalar(path + ".low", entry["low"], kind)
-    high = _scalar(path + ".high", entry["high"], kind)
+    low = _scalar(path + ".low", entry["low"], kind, nullable=False)
+    high = _scalar(path + ".high", entry["high"], kind, nullable=False)
     log = entry.get("log", False)
     if not isinstance(log, bool):
         raise SpaceError(path + ".log", log, "must be true or false")
@@ -212,7 +214,7 @@ def _range(path: str, entry: Mapping[str, Any], kind: type) -> FloatDistribution
         raise SpaceError(path, {"low": entry["low"], "high": entry["high"]}, "low must be less than high")
     step = entry.get("step")
     if step is not None:
-        step = _scalar(path + ".step", step, kind)
+        step = _scalar(path + ".step", step, kind, nullable=False)
         if step <= 0:
             raise SpaceError(path + ".step", entry["step"], "must be positive")
         if log:
