@@ -340,6 +340,27 @@ def report(
     out.print(f"wrote {write_report(_storage(storage), study, output)}")
 
 
+storage_app = typer.Typer(help="Storage maintenance.", no_args_is_help=True)
+app.add_typer(storage_app, name="storage")
+
+
+@storage_app.command("upgrade")
+def storage_upgrade(storage: StorageOpt = None) -> None:
+    """Migrate a storage made by an older Optuna to this Optuna's schema (wraps Optuna's storage upgrade).
+
+    Back the database up first. [bold]Example[/bold]: HPO_STORAGE=postgresql+psycopg2://... hpo storage upgrade
+    """
+    from storage import mask_url
+    from storage.maintenance import upgrade
+
+    url = _storage(storage)
+    result = upgrade(url)
+    if result.changed:
+        out.print(f"upgraded {mask_url(url)} from schema {result.before} to {result.after}")
+    else:
+        out.print(f"{mask_url(url)} is already at the newest schema ({result.head})")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run ``hpo`` and return its exit code."""
     args = list(sys.argv[1:] if argv is None else argv)

@@ -191,14 +191,19 @@ def trial_task(cpus: float, gpus: float) -> Any:
     return ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0, max_calls=0)(run_trial)
 
 
-def start_coordinator(**kwargs: Any) -> Any:
-    """The coordinator actor, on this (the driver's) node, using no CPU slot a trial could use."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+#: A resource Ray gives the head node only.
+HEAD_RESOURCE = "node:__internal_head__"
 
+
+def start_coordinator(**kwargs: Any) -> Any:
+    """The coordinator actor on the head node (the one node a cluster cannot lose and live on), taking no
+    CPU a trial could use. Only it reaches the database, so workers on other nodes need no credentials."""
     from hpo.coordinator import Coordinator
 
-    actor_cls = ray.remote(num_cpus=0, max_restarts=0, max_concurrency=1)(Coordinator)
-    strategy = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
-    actor = actor_cls.options(scheduling_strategy=strategy).remote(**kwargs)
+    on_head = any(HEAD_RESOURCE in node.get("Resources", {}) for node in ray.nodes() if node.get("Alive"))
+    options: dict[str, Any] = {"num_cpus": 0, "max_restarts": 0, "max_concurrency": 1}
+    if on_head:
+        options["resources"] = {HEAD_RESOURCE: 0.001}
+    actor = ray.remote(**options)(Coordinator).remote(**kwargs)
     ray.get(actor.ping.remote())
     return actor

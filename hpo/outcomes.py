@@ -72,9 +72,11 @@ def describe_error(exc: BaseException) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The first sentence of the first line: Ray's messages go on for a paragraph of troubleshooting."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     text = lines[0] if lines else type(exc).__name__
-    return text[:500]
+    sentence = text.split(". ", 1)[0]
+    return sentence[:300]
 
 
 def _finite_or_str(metrics: Mapping[str, Any]) -> dict[str, Any]:

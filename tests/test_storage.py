@@ -198,3 +198,52 @@ def test_retry_gives_up_after_the_timeout_on_a_transient_error() -> None:
     assert len(retries) >= 2
     assert 1.4 <= time.monotonic() - start < 10
     assert not is_transient(ValueError("not a database error"))
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_storage_upgrade_migrates_an_old_schema(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """A database laid out by an older Optuna (its own alembic scripts up to v3.0.0.d, with a study in it)
+    is brought to the newest schema, keeping its data."""
+    import os
+
+    import alembic.command
+    import alembic.config
+    import optuna.storages._rdb.storage as rdb
+    import sqlalchemy
+
+    from tests.conftest import run_cli
+
+    url = f"sqlite:///{tmp_path / 'old.db'}" if backend == "sqlite" else str(request.getfixturevalue("pg_url"))
+    here = os.path.dirname(rdb.__file__)
+    config = alembic.config.Config(os.path.join(here, "alembic.ini"))
+    config.set_main_option("script_location", rdb.escape_alembic_config_value(os.path.join(here, "alembic")))
+    config.set_main_option("sqlalchemy.url", rdb.escape_alembic_config_value(url))
+    alembic.command.upgrade(config, "v3.0.0.d")
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text("INSERT INTO studies (study_id, study_name) VALUES (1, 'old')"))
+        conn.execute(
+            sqlalchemy.text(
+                "INSERT INTO study_directions (study_direction_id, direction, study_id, objective)"
+                " VALUES (1, 'MINIMIZE', 1, 0)"
+            )
+        )
+        conn.execute(
+            sqlalchemy.text(
+                "INSERT INTO version_info (version_info_id, schema_version, library_version) VALUES (1, 12, '3.0.0')"
+            )
+        )
+    engine.dispose()
+    with pytest.raises(StorageError, match="upgrade"):
+        open_storage(url, create_schema=False)  # Optuna refuses an old schema; the message says what to run
+
+    r = run_cli("storage", "upgrade", "--storage", url)
+    assert r.returncode == 0, r.stderr
+    assert "from schema v3.0.0.d to v3.2.0.a" in r.stdout
+    s = open_storage(url, create_schema=False)
+    study = optuna.load_study(study_name="old", storage=s)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    assert len(study.trials) == 2
+    close_storage(s)
+    again = run_cli("storage", "upgrade", "--storage", url)
+    assert again.returncode == 0 and "already at the newest schema" in again.stdout
