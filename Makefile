@@ -52,7 +52,9 @@ test: install pg
 test-fast: install pg
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# The benchmarks compare against Ray Tune too: install the bench extra first.
 bench: install pg
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks
 
 bench-quick: install pg

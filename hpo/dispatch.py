@@ -24,6 +24,7 @@ import ray
 
 log = logging.getLogger("hpo.dispatch")
 
+
 Reporter = Callable[[int, Mapping[str, float]], str]
 
 
@@ -140,12 +141,19 @@ def ray_session(address: str | None = None, *, temp_dir: str | None = None) -> I
         yield _info("existing", False, None)
         return
     if address:
-        ray.init(
-            address=address,
-            runtime_env=runtime_env_for_cluster(),
-            logging_level=logging.WARNING,
-            log_to_driver=False,
-        )
+        _probe(address)
+        try:
+            ray.init(
+                address=address,
+                runtime_env=runtime_env_for_cluster(),
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+            )
+        except Exception as e:  # Ray raises ConnectionError, RuntimeError, ValueError... for the same thing
+            from hpo.errors import ClusterError  # the driver only: workers import this module too
+
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ClusterError(f"cannot join the Ray cluster at {address}: {first}") from e
         info = _info(address, True, None)
     else:
         temp_dir = temp_dir or default_temp_dir()
@@ -171,6 +179,21 @@ def ray_session(address: str | None = None, *, temp_dir: str | None = None) -> I
         if guard is not None and guard.stdin is not None:
             guard.stdin.close()  # the watchdog stops whatever Ray left behind, then exits
             guard.wait(10)
+
+
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, with one line, when nothing listens at a host:port cluster address (Ray itself
+    retries for minutes)."""
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto", or a form Ray resolves itself
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+    except OSError as e:
+        from hpo.errors import ClusterError
+
+        raise ClusterError(f"cannot join the Ray cluster at {address}: {e.strerror or e}") from e
 
 
 def _info(address: str, started: bool, temp_dir: str | None) -> RayInfo:

@@ -27,6 +27,10 @@ class SweepError(HpoError):
     exit_code = 1
 
 
+class ClusterError(HpoError):
+    """The Ray cluster named by ``--ray-address`` or ``RAY_ADDRESS`` cannot be joined."""
+
+
 class StudyBusyError(HpoError):
     """Another live ``hpo sweep`` holds the study."""
 
@@ -46,6 +50,7 @@ def exit_code_for(exc: BaseException) -> int:
 
 __all__ = [
     "USER_ERRORS",
+    "ClusterError",
     "ConfigError",
     "HpoError",
     "StorageError",

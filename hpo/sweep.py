@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import signal
 import socket
 import threading
@@ -202,25 +203,35 @@ def run_sweep(
     if enqueue:
         load_train_file(enqueue)  # validate before the study is touched
     owner = uuid.uuid4().hex
-    prepared = prepare_study(cfg, owner=owner, enqueue=enqueue)
-    target = cfg.study.n_trials
-    storage_shown = mask_url(cfg.storage or "")
-    obs.message(f"study {cfg.study_name!r} on {storage_shown}: {prepared.finished}/{target} trials finished")
-    if prepared.reaped:
-        obs.message(f"marked {len(prepared.reaped)} trial(s) left RUNNING by a lost driver as FAIL: {prepared.reaped}")
-    if prepared.finished >= target:
-        release_lease(cfg.storage or "", cfg.study_name, owner)
-        obs.message(f"nothing to do: the study already has {prepared.finished} finished trials (n_trials={target})")
-        return SweepResult(cfg.study_name, storage_shown, prepared.counts, prepared.best, 0, 0, 0.0, "nothing to do", 0)
-
-    previous = _install_sigint(stopper, obs) if handle_sigint else None
-    try:
-        with ray_session(ray_address) as info:
+    address = ray_address or os.environ.get("RAY_ADDRESS") or None
+    with contextlib.ExitStack() as stack:
+        # a cluster is joined before the study is touched, so an unreachable one writes nothing; a local
+        # Ray is started only once there is work to do
+        info = stack.enter_context(ray_session(address)) if address else None
+        prepared = prepare_study(cfg, owner=owner, enqueue=enqueue)
+        target = cfg.study.n_trials
+        storage_shown = mask_url(cfg.storage or "")
+        obs.message(f"study {cfg.study_name!r} on {storage_shown}: {prepared.finished}/{target} trials finished")
+        if prepared.reaped:
+            obs.message(
+                f"marked {len(prepared.reaped)} trial(s) left RUNNING by a lost driver as FAIL: {prepared.reaped}"
+            )
+        if prepared.finished >= target:
+            release_lease(cfg.storage or "", cfg.study_name, owner)
+            obs.message(f"nothing to do: the study already has {prepared.finished} finished trials (n_trials={target})")
+            return SweepResult(
+                cfg.study_name, storage_shown, prepared.counts, prepared.best, 0, 0, 0.0, "nothing to do", 0
+            )
+        previous = _install_sigint(stopper, obs) if handle_sigint else None
+        try:
+            if info is None:
+                info = stack.enter_context(ray_session(None))
             return _loop(cfg, info, prepared, workload, obs, stopper, owner)
-    finally:
-        release_lease(cfg.storage or "", cfg.study_name, owner)
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+        finally:
+            release_lease(cfg.storage or "", cfg.study_name, owner)
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+    raise AssertionError("unreachable")
 
 
 def _install_sigint(stopper: Stopper, obs: Observer) -> Any:

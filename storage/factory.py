@@ -58,23 +58,44 @@ def open_storage(url: str, *, create_schema: bool = True, connect_timeout: float
             raise StorageError(f"storage {parsed}: folder {path.parent} does not exist")
         if not create_schema and not path.is_file():
             raise StorageError(f"storage {parsed}: no such file {path} (run a sweep first, or pass --storage)")
-    with storage_errors(url, "cannot open storage"):
-        for attempt in (1, 2):
+    with storage_errors(url, "cannot open storage"), _schema_lock(parsed, create_schema, connect_timeout):
+        try:
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs(parsed, connect_timeout=connect_timeout),
+                skip_table_creation=not create_schema,
+            )
+        except sqlalchemy.exc.ProgrammingError as e:
+            if not create_schema and "does not exist" in str(e):
+                raise StorageError(f"storage {parsed} holds no Optuna study yet (run a sweep first)") from e
+            raise
+
+
+#: pg_advisory_lock key under which hpo creates Optuna's schema ("hpo:sch" as an integer).
+SCHEMA_LOCK_KEY = 0x68706F3A736368
+
+
+@contextlib.contextmanager
+def _schema_lock(url: StorageURL, create_schema: bool, connect_timeout: float) -> Iterator[None]:
+    """Serialize schema creation on PostgreSQL: two processes creating Optuna's tables on an empty database
+    at once fail with IntegrityError (pg_type), so creators take turns; the later one finds the tables."""
+    if not create_schema or url.backend != "postgresql":
+        yield
+        return
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(
+        url.raw, poolclass=sqlalchemy.pool.NullPool, connect_args={"connect_timeout": max(1, int(connect_timeout))}
+    )
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
             try:
-                return optuna.storages.RDBStorage(
-                    url,
-                    engine_kwargs=engine_kwargs(parsed, connect_timeout=connect_timeout),
-                    skip_table_creation=not create_schema,
-                )
-            except sqlalchemy.exc.IntegrityError:
-                # another process created the schema at the same moment; the tables exist now
-                if attempt == 2:
-                    raise
-            except sqlalchemy.exc.ProgrammingError as e:
-                if not create_schema and "does not exist" in str(e):
-                    raise StorageError(f"storage {parsed} holds no Optuna study yet (run a sweep first)") from e
-                raise
-    raise AssertionError("unreachable")
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": SCHEMA_LOCK_KEY})
+    finally:
+        engine.dispose()
 
 
 def close_storage(storage: Any) -> None:
