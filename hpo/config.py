@@ -24,7 +24,7 @@ from trials.errors import TrainConfigError
 
 DEFAULT_STORAGE = "sqlite:///hpo.db"
 STORAGE_ENV = "HPO_STORAGE"
-EXPORT_FORMAT = 1
+EXPORT_FORMAT: Literal[1] = 1
 
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
 
@@ -124,6 +124,7 @@ class SweepConfig(_Model):
     max_failures: int = Field(5, ge=0)
     retries: int = Field(0, ge=0, le=100)
     output_dir: str = "runs"
+    tensorboard: bool = False  # per-trial TensorBoard runs under <output_dir>/<study>/tensorboard/
     train: TrainConfig = TrainConfig()
 
     @model_validator(mode="before")
@@ -163,6 +164,12 @@ class SweepConfig(_Model):
     def trial_config(self, params: dict[str, Any]) -> TrainConfig:
         """The full training config of one trial: the base config with its sampled and fixed params."""
         return TrainConfig.from_dict(merge_dotted(self.base_train.to_dict(), {**self.space.fixed, **params}))
+
+    @property
+    def direction(self) -> Literal["maximize", "minimize"]:
+        """The study's direction (the config's, or the one its metric implies)."""
+        assert self.study.direction is not None, "StudyConfig fills the direction from the metric"
+        return self.study.direction
 
     @property
     def study_name(self) -> str:
@@ -219,6 +226,13 @@ def load_sweep_config(path: str | Path, **overrides: Any) -> SweepConfig:
     cfg = _validate(SweepConfig, data, str(path))
     storage = overrides.get("storage") or os.environ.get(STORAGE_ENV) or cfg.storage or DEFAULT_STORAGE
     parse_url(storage)  # a malformed URL is a config error: found before anything is opened
+    if cfg.tensorboard:
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                f"{path}: tensorboard: true needs the tensorboard package (pip install tensorboard), got true"
+            ) from None
     cfg = cfg.model_copy(update={"storage": storage})
     _check_space(cfg, str(path))
     return cfg

@@ -65,6 +65,7 @@ def run_trial(
     coordinator: Any,
     workload: Workload,
     num_threads: int | None,
+    tensorboard_dir: str | None = None,
 ) -> dict[str, Any]:
     """The body of a trial task, on a worker."""
     started = time.time()
@@ -77,8 +78,15 @@ def run_trial(
     }
     ray.get(coordinator.started.remote(trial_id, node))  # visible while the trial runs: where, which process
 
+    writer = _tensorboard(tensorboard_dir, config)
+
     def reporter(epoch: int, metrics: Mapping[str, float]) -> str:
-        return str(ray.get(coordinator.report.remote(trial_id, epoch, {k: float(v) for k, v in metrics.items()})))
+        values = {k: float(v) for k, v in metrics.items()}
+        if writer is not None:
+            for key, value in values.items():
+                writer.add_scalar(key, value, epoch)
+            writer.flush()
+        return str(ray.get(coordinator.report.remote(trial_id, epoch, values)))
 
     Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
     if resume_from and resume_from != checkpoint_dir:
@@ -88,10 +96,25 @@ def run_trial(
     try:
         summary = workload(config, reporter, checkpoint_dir, num_threads=num_threads)
     finally:
+        if writer is not None:
+            writer.close()
         _release_gpu_memory()
     summary["node"] = node
     summary["duration_s"] = time.time() - started
     return summary
+
+
+def _tensorboard(log_dir: str | None, config: dict[str, Any]) -> Any:
+    """A TensorBoard writer for one trial's run directory (its config as text), or None."""
+    if not log_dir:
+        return None
+    import json
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=log_dir)
+    writer.add_text("train_config", "```\n" + json.dumps(config, indent=2, sort_keys=True) + "\n```", 0)
+    return writer
 
 
 def _release_gpu_memory() -> None:
@@ -228,5 +251,5 @@ def start_coordinator(**kwargs: Any) -> Any:
     if on_head:
         options["resources"] = {HEAD_RESOURCE: 0.001}
     actor = ray.remote(**options)(Coordinator).remote(**kwargs)
-    ray.get(actor.ping.remote())
+    ray.get(actor.ping.remote())  # type: ignore[attr-defined]  # an actor handle's methods have .remote
     return actor

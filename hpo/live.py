@@ -18,7 +18,7 @@ class LiveObserver:
 
     def __init__(self, *, metric: str, target: int, console: Console | None = None) -> None:
         self._console = console or Console()
-        self._lines = LineObserver(self._console.file, metric=metric)
+        self._lines = LineObserver(self._console.file, metric=metric)  # type: ignore[arg-type]
         self._metric = metric
         self._target = target
         self._clock = Clock()

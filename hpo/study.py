@@ -7,7 +7,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -58,7 +58,9 @@ def make_sampler(cfg: SamplerConfig, *, parallel: int = 1) -> optuna.samplers.Ba
     raise ConfigError(f"study.sampler.name: unknown sampler {cfg.name!r}")
 
 
-def create_or_load(storage: Any, name: str, *, direction: str, metric: str, version: str) -> optuna.Study:
+def create_or_load(
+    storage: Any, name: str, *, direction: Literal["maximize", "minimize"], metric: str, version: str
+) -> optuna.Study:
     """The study ``name``, created if missing; an existing study must optimize the same metric the same way."""
     study = optuna.create_study(study_name=name, storage=storage, direction=direction, load_if_exists=True)
     if study.direction.name.lower() != direction:

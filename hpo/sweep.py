@@ -109,7 +109,7 @@ def prepare_study(cfg: SweepConfig, *, owner: str, enqueue: str | None = None) -
             study = studies.create_or_load(
                 storage,
                 cfg.study_name,
-                direction=str(cfg.study.direction),
+                direction=cfg.direction,
                 metric=cfg.study.metric,
                 version=hpo.__version__,
             )
@@ -324,8 +324,16 @@ def _loop(
 
     def launch(asked: Asked, attempt: int) -> None:
         nonlocal launched
+        tb = f"{checkpoint_root}/tensorboard/trial-{asked.number:05d}" if cfg.tensorboard else None
         ref = task.remote(
-            asked.trial_id, asked.train_config, asked.checkpoint_dir, asked.resume_from, coordinator, workload, threads
+            asked.trial_id,
+            asked.train_config,
+            asked.checkpoint_dir,
+            asked.resume_from,
+            coordinator,
+            workload,
+            threads,
+            tb,
         )
         running[ref] = _Running(asked, attempt)
         counts["RUNNING"] = counts.get("RUNNING", 0) + 1

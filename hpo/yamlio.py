@@ -15,7 +15,7 @@ class _Loader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that reads ``1e-3`` as a number (YAML 1.2) and rejects duplicate keys."""
 
 
-_Loader.add_implicit_resolver(  # type: ignore[no-untyped-call]
+_Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(
         r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -32,7 +32,7 @@ _Loader.add_implicit_resolver(  # type: ignore[no-untyped-call]
 def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=deep)
         try:
             duplicate = key in seen
         except TypeError:  # unhashable key; construct_mapping reports it

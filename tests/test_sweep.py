@@ -111,3 +111,20 @@ def test_trials_left_running_by_a_dead_driver_are_failed_when_a_sweep_starts(tmp
     reaped = optuna.load_study(study_name="s", storage=pg_url).get_trials()[0]
     assert reaped.number == orphan.number and reaped.state == TrialState.FAIL
     assert reaped.user_attrs["fail_reason"].startswith("driver lost")
+
+
+def test_tensorboard_writes_one_run_per_trial(tmp_path: Path, pg_url: str) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    text = BASE.replace("pruner: {n_startup_trials: 3, n_warmup_steps: 1}", "pruner: none") + "tensorboard: true\n"
+    result = _run(_cfg(tmp_path, pg_url, text, **{"study.n_trials": 3}))
+    assert result.exit_code == 0
+    runs = sorted((tmp_path / "runs" / "s" / "tensorboard").iterdir())
+    assert [p.name for p in runs] == ["trial-00000", "trial-00001", "trial-00002"]
+    study = optuna.load_study(study_name="s", storage=pg_url)
+    for run, trial in zip(runs, study.get_trials(), strict=True):
+        events = EventAccumulator(str(run))
+        events.Reload()
+        curve = {e.step: e.value for e in events.Scalars("val_acc")}
+        assert curve == pytest.approx(trial.intermediate_values, rel=1e-6)
+        assert "train_config/text_summary" in events.Tags()["tensors"]  # the trial's config, as text

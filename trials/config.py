@@ -264,11 +264,11 @@ _NOT_SEARCHABLE = frozenset({"metric", "device", "num_workers"})
 def _scalar_type(hint: Any) -> type | None:
     args = [a for a in get_args(hint) if a is not type(None)]
     if hint in (int, float, str, bool):
-        return hint  # type: ignore[no-any-return]
+        return hint
     if args and all(isinstance(a, str) for a in args):  # Literal["a", "b"]
         return str
     if len(args) == 1 and args[0] in (int, float, str, bool):  # Optional[int]
-        return args[0]  # type: ignore[no-any-return]
+        return args[0]
     return None
 
 

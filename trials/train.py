@@ -242,9 +242,10 @@ def make_loaders(
         "persistent_workers": workers > 0,
     }
     # A last batch of one sample would crash BatchNorm in train mode; drop only that case.
+    n_train = len(train)  # type: ignore[arg-type]  # map-style datasets are sized
     train_loader = DataLoader(
-        train, shuffle=True, generator=generator, drop_last=len(train) % config.batch_size == 1, **common
-    )  # type: ignore[arg-type]
+        train, shuffle=True, generator=generator, drop_last=n_train % config.batch_size == 1, **common
+    )
     return train_loader, DataLoader(val, shuffle=False, **common)
 
 
