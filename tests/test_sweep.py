@@ -128,3 +128,38 @@ def test_tensorboard_writes_one_run_per_trial(tmp_path: Path, pg_url: str) -> No
         curve = {e.step: e.value for e in events.Scalars("val_acc")}
         assert curve == pytest.approx(trial.intermediate_values, rel=1e-6)
         assert "train_config/text_summary" in events.Tags()["tensors"]  # the trial's config, as text
+
+
+def test_status_numbers_match_the_study(tmp_path: Path, pg_url: str) -> None:
+    from hpo.inspect import study_status
+
+    text = BASE + "early_stopping: {patience: 1}\n"
+    assert _run(_cfg(tmp_path, pg_url, text, **{"study.n_trials": 8})).exit_code == 0
+    st = study_status(pg_url, "s")
+    study = optuna.load_study(study_name="s", storage=pg_url)
+    trials = study.get_trials()
+    for state in TrialState:
+        assert st.counts[state.name] == sum(t.state == state for t in trials)
+    assert st.best is not None and st.best["number"] == study.best_trial.number
+    run = sum(len(t.intermediate_values) for t in trials)
+    budget = 5 * len(trials)  # every trial was configured for 5 epochs
+    assert (st.epochs_run, st.epochs_budget, st.epochs_saved) == (run, budget, budget - run)
+    assert st.saved_fraction == pytest.approx((budget - run) / budget)
+    assert st.epochs_saved > 0  # pruning and early stopping did save something
+    assert st.trial_seconds > 0
+
+
+def test_enqueue_warm_starts_with_an_exported_config(tmp_path: Path, pg_url: str) -> None:
+    from hpo.export import export_best
+    from hpo.sweep import run_sweep
+
+    assert _run(_cfg(tmp_path, pg_url, BASE, **{"study.n_trials": 4})).exit_code == 0
+    exported = export_best(pg_url, "s", tmp_path / "best.yaml")
+    best = optuna.load_study(study_name="s", storage=pg_url).best_trial
+    cfg = _cfg(tmp_path, pg_url, BASE, **{"study.n_trials": 2, "study.name": "warm"})
+    result = run_sweep(
+        cfg, workload=workloads.synthetic, observer=QuietObserver(), check_data=False, enqueue=str(exported.path)
+    )
+    assert result.exit_code == 0
+    first = optuna.load_study(study_name="warm", storage=pg_url).get_trials()[0]
+    assert first.params == pytest.approx(best.params)
