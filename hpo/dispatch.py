@@ -76,7 +76,9 @@ def run_trial(
         "pid": os.getpid(),
         "gpus": [str(g) for g in ray.get_gpu_ids()],
     }
-    ray.get(coordinator.started.remote(trial_id, node))  # visible while the trial runs: where, which process
+    # where and in which process the trial runs, for the dashboard and fault handling; not waited for (the
+    # coordinator may be busy asking the next trial), and Ray runs one caller's actor calls in order
+    coordinator.started.remote(trial_id, node)
 
     writer = _tensorboard(tensorboard_dir, config)
 

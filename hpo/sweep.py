@@ -36,7 +36,6 @@ from trials.errors import TrialsError
 DRIVER_LOST = "driver lost: the trial was RUNNING when a new sweep on its study started"
 INTERRUPTED = "interrupted"
 TICK_SECONDS = 1.0
-LEASE_SETTLE_SECONDS = 0.5  # two drivers starting together both write; after this the last writer holds it
 
 
 @dataclass
@@ -147,10 +146,8 @@ def _acquire_lease(storage: Any, study_id: int, name: str, owner: str) -> None:
     if held and held.get("owner") != owner and lease.is_live(held, now=time.time(), host=socket.gethostname()):
         raise refuse(held)
     lease.write(storage, study_id, lease.new_lease(owner))
-    time.sleep(LEASE_SETTLE_SECONDS)
-    held = lease.read(storage, study_id)
-    if not held or held.get("owner") != owner:
-        raise refuse(held or {})
+    # Two sweeps that both found no lease both wrote one; the later write wins. The loser finds out at its
+    # coordinator's first heartbeat, a second or more later and before it touches any trial.
 
 
 def release_lease(url: str, name: str, owner: str) -> None:
@@ -285,6 +282,13 @@ def _loop(
         retry_timeout=cfg.storage_options.retry_timeout,
         driver_lease=lease.new_lease(owner),
     )
+    if not _call(coordinator.heartbeat.remote()):
+        with contextlib.suppress(ray.exceptions.RayError):
+            ray.get(coordinator.close.remote(), timeout=30)
+        ray.kill(coordinator)
+        raise StudyBusyError(
+            f"study {cfg.study_name!r} is being run by another hpo sweep that started at the same time"
+        )
     task = trial_task(res.cpus_per_trial, res.gpus_per_trial)
     threads = max(1, int(res.cpus_per_trial))
     clock = Clock()
@@ -339,6 +343,15 @@ def _loop(
         counts["RUNNING"] = counts.get("RUNNING", 0) + 1
         launched += 1
 
+    def fill_slots(allowed: bool) -> None:
+        # a retry or a trial asked ahead takes a slot first; a retry replaces the trial it retries, so it
+        # does not count against the target
+        while allowed and len(running) < parallel and (ready or finished() + len(running) < target):
+            if ready:
+                launch(*ready.pop(0))
+            else:
+                launch(_call(coordinator.ask.remote()), 1)
+
     if prepared.orphans:
         reaped, retries = _call(coordinator.reap.remote(prepared.orphans, DRIVER_LOST, cfg.retries))
         ready.extend(retries)
@@ -369,25 +382,27 @@ def _loop(
                 stopped = "timeout"
                 obs.message(f"study.timeout of {cfg.study.timeout:g}s reached: no new trials; waiting for running ones")
             launching = not stopper.draining and stopped == "target reached"
-            while launching and len(running) < parallel and (ready or finished() + len(running) < target):
-                # a retry takes the place of the trial it retries, so it does not count against the target
-                if ready:
-                    launch(*ready.pop(0))
-                else:
-                    launch(_call(coordinator.ask.remote()), 1)
+            fill_slots(launching)
+            if (
+                parallel > 1
+                and launching
+                and len(running) == parallel
+                and not ready
+                and finished() + len(running) < target
+            ):
+                # every slot is busy: ask the next trial now, so a freed slot starts it at once (with one slot
+                # there is nothing to overlap: the ask would only queue behind the trial's reports)
+                ready.append((_call(coordinator.ask.remote()), 1))
             if not running:
                 if stopper.draining and stopped == "target reached":
                     stopped = "interrupted"
                 break
             done, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
-            for ref in done:
-                run = running.pop(ref)
-                try:
-                    outcome = outcomes.from_result(ray.get(ref), cfg.study.metric)
-                except ray.exceptions.RayActorError as e:
-                    raise SweepError(f"the coordinator died: {outcomes.describe_error(e)}") from e
-                except ray.exceptions.RayError as e:
-                    outcome = outcomes.from_error(e)
+            results = [(running.pop(ref), _outcome(ref, cfg.study.metric)) for ref in done]
+            if all(o.state != "FAIL" for _, o in results):  # a failure may spend the budget: tell it first
+                while launching and ready and len(running) < parallel:  # start what is ready, then tell
+                    launch(*ready.pop(0))
+            for run, outcome in results:
                 tell(run, outcome)
             now = time.monotonic()
             if now - last_tick >= TICK_SECONDS:
@@ -397,7 +412,7 @@ def _loop(
                 last_heartbeat = now
                 if not _call(coordinator.heartbeat.remote()):
                     raise SweepError(f"another hpo sweep took study {cfg.study_name!r} over; stopping this one")
-        for asked, _attempt in ready:  # retries the sweep stopped before they could start
+        for asked, _attempt in ready:  # retries (or a trial asked ahead) the sweep stopped before they could start
             _call(coordinator.tell.remote(asked.trial_id, Outcome("FAIL", None, "not started: the sweep stopped")))
         ready.clear()
     except StorageError as e:
@@ -427,6 +442,16 @@ def _loop(
     return SweepResult(
         cfg.study_name, mask_url(cfg.storage or ""), counts, best, launched, failed_now, elapsed, stopped, exit_code
     )
+
+
+def _outcome(ref: Any, metric: str) -> Outcome:
+    """How the trial task ``ref`` ended (it has ended)."""
+    try:
+        return outcomes.from_result(ray.get(ref), metric)
+    except ray.exceptions.RayActorError as e:
+        raise SweepError(f"the coordinator died: {outcomes.describe_error(e)}") from e
+    except ray.exceptions.RayError as e:
+        return outcomes.from_error(e)
 
 
 def _better(value: float, best: dict[str, Any] | None, cfg: SweepConfig) -> bool:

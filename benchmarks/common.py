@@ -1,0 +1,220 @@
+"""What every benchmark shares: the result rows, a fresh PostgreSQL database, Ray, percentiles and timers."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import statistics
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+PG_ADMIN = os.environ.get("HPO_BENCH_PG") or os.environ.get(
+    "HPO_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@dataclass
+class Row:
+    """One goal of one benchmark: what hpo measured, what the baseline measured, and the verdict.
+
+    ``passed`` is None for rows that carry information without a goal.
+    """
+
+    metric: str
+    goal: str
+    hpo: str
+    baseline: str
+    ratio: str
+    passed: bool | None
+
+
+@dataclass
+class Result:
+    """A benchmark's rows, the notes that explain them (sizes, method, caveats) and its raw numbers."""
+
+    key: str  # P1 ... P7
+    title: str
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed is not False for r in self.rows)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Numbers
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) with linear interpolation, NaN for no values."""
+    if not values:
+        return math.nan
+    xs = sorted(values)
+    k = (len(xs) - 1) * q / 100.0
+    lo, hi = math.floor(k), math.ceil(k)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def ms(seconds: float) -> str:
+    """Seconds as milliseconds, with the precision a reader needs."""
+    if math.isnan(seconds):
+        return "n/a"
+    v = seconds * 1e3
+    return f"{v:.2f} ms" if v < 10 else f"{v:.1f} ms" if v < 100 else f"{v:.0f} ms"
+
+
+def secs(seconds: float) -> str:
+    return "n/a" if math.isnan(seconds) else f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b else math.inf
+
+
+def fmt_ratio(r: float) -> str:
+    return "n/a" if math.isnan(r) else f"{r:.2f}x"
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+# ---------------------------------------------------------------------------------------------------
+# PostgreSQL
+
+
+def db_url(admin_url: str, name: str) -> str:
+    import sqlalchemy
+
+    return sqlalchemy.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+@contextlib.contextmanager
+def fresh_database(admin_url: str, prefix: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database for one benchmark run, dropped afterwards."""
+    from storage.postgres import create_database, drop_database
+
+    url = db_url(admin_url, f"hpo_bench_{prefix}_{uuid.uuid4().hex[:8]}")
+    create_database(url)
+    try:
+        yield url
+    finally:
+        drop_database(url)
+
+
+class PeakConnections:
+    """Polls ``pg_stat_activity`` for one database in a thread; ``peak`` is the most connections seen."""
+
+    def __init__(self, url: str, interval: float = 0.02) -> None:
+        import threading
+
+        from storage.postgres import ConnectionCounter
+
+        self._counter = ConnectionCounter(url)
+        self._interval = interval
+        self._stop = threading.Event()
+        self.peak = 0
+        self.samples = 0
+        self._thread = threading.Thread(target=self._run, daemon=True, name="peak-connections")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._counter.count())
+            self.samples += 1
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> PeakConnections:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._counter.close()
+
+
+def quiet_optuna() -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Ray
+
+
+def prepare_environment() -> None:
+    """Ray workers must import ``benchmarks.workloads``: the repo root goes on PYTHONPATH before Ray starts."""
+    paths = [str(REPO), *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+@contextlib.contextmanager
+def ray_cluster(num_cpus: int | None = None) -> Iterator[float]:
+    """A local Ray for the whole run (shared by the benchmarks, like a long-lived cluster); yields its
+    start-up time in seconds. A Ray already initialised here (the tests' fixture) is used as it is."""
+    import logging
+
+    import ray
+
+    prepare_environment()
+    if ray.is_initialized():
+        yield 0.0
+        return
+    temp = Path("/tmp") / f"hpo-bench-ray-{uuid.uuid4().hex[:6]}"  # short: Ray's socket paths have a length limit
+    start = time.perf_counter()
+    ray.init(
+        num_cpus=num_cpus or os.cpu_count() or 1,
+        num_gpus=0,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        log_to_driver=False,
+        _temp_dir=str(temp),
+    )
+    try:
+        yield time.perf_counter() - start
+    finally:
+        ray.shutdown()
+
+
+def warm_workers(n: int) -> float:
+    """Start ``n`` Ray workers with the benchmark workloads imported (what a long-lived cluster has);
+    returns the seconds it took. Benchmarks that exclude worker start-up call this first."""
+    import ray
+
+    from benchmarks import workloads
+
+    start = time.perf_counter()
+    task = ray.remote(num_cpus=0.001)(workloads.warm_up)
+    ray.get([task.remote(0.5) for _ in range(n)])
+    return time.perf_counter() - start
+
+
+def tune_available() -> bool:
+    """Whether Ray Tune (the ``bench`` extra, ``ray[tune]``) is installed: P3 and P5 compare against it."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("ray.tune") is not None and importlib.util.find_spec("pandas") is not None
+    except ImportError:
+        return False
+
+
+TUNE_MISSING = "Ray Tune is not installed: pip install 'ray[tune]' (the bench extra)"

@@ -1,0 +1,93 @@
+"""Workloads the benchmarks run on Ray workers (importable there: the repo root is on PYTHONPATH).
+
+Each follows ``hpo.dispatch.Workload``: ``workload(config, reporter, checkpoint_dir, *, num_threads)``
+returns ``{"status": ..., "best_metrics": {...}, "epochs_run": n}``. The same functions give the
+baselines their objective values, so hpo and its baseline see identical numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+Reporter = Callable[[int, Mapping[str, float]], str]
+
+#: Steps each control-plane trial reports (P2) and the sleep of a dispatch-efficiency trial (P3).
+REPORT_STEPS = 20
+SLEEP_SECONDS = 0.5
+TIMING_FILE = "bench_timing.json"
+
+
+def warm_up(seconds: float) -> int:
+    """Occupy a worker for ``seconds`` (so concurrent calls start distinct workers); returns its pid."""
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def curve(params: Mapping[str, Any], step: int) -> float:
+    """A validation accuracy that rises with the step and depends on the params (something for the pruner
+    to judge). Only ``lr`` and ``dropout`` matter; missing ones take a middling value."""
+    lr = float(params.get("lr", 1e-3))
+    dropout = float(params.get("dropout", 0.2))
+    quality = max(0.05, 0.95 - 0.08 * (math.log10(lr) + 2.5) ** 2 - 0.4 * abs(dropout - 0.1))
+    return quality * (1.0 - math.exp(-step / 4.0))
+
+
+def reports_only(
+    config: dict[str, Any], reporter: Reporter, checkpoint_dir: str, *, num_threads: int | None
+) -> dict[str, Any]:
+    """P2: no work at all, ``REPORT_STEPS`` reports of ``curve``. Like the baseline, it keeps going when
+    told to prune, so both make exactly the same number of report + prune-decision round trips."""
+    best = -math.inf
+    for step in range(1, REPORT_STEPS + 1):
+        value = curve(config, step)
+        best = max(best, value)
+        reporter(step, {"val_acc": value})
+    return {"status": "completed", "best_metrics": {"val_acc": best}, "epochs_run": REPORT_STEPS}
+
+
+def sleep_once(
+    config: dict[str, Any], reporter: Reporter, checkpoint_dir: str, *, num_threads: int | None
+) -> dict[str, Any]:
+    """P3: sleep ``SLEEP_SECONDS``, report nothing, return a value (the baselines' objective does the same)."""
+    time.sleep(SLEEP_SECONDS)
+    return {"status": "completed", "best_metrics": {"val_acc": curve(config, 1)}, "epochs_run": 1}
+
+
+def sleep_epochs(
+    config: dict[str, Any], reporter: Reporter, checkpoint_dir: str, *, num_threads: int | None
+) -> dict[str, Any]:
+    """P4: ``config['epochs']`` epochs of 0.05 s, each reported; honours prune."""
+    best = -math.inf
+    epochs = int(config["epochs"])
+    for epoch in range(1, epochs + 1):
+        time.sleep(0.05)
+        value = curve(config, epoch)
+        best = max(best, value)
+        if reporter(epoch, {"val_acc": value}) == "prune":
+            return {"status": "pruned", "best_metrics": {"val_acc": best}, "epochs_run": epoch}
+    return {"status": "completed", "best_metrics": {"val_acc": best}, "epochs_run": epochs}
+
+
+def timed_fit(
+    config: dict[str, Any], reporter: Reporter, checkpoint_dir: str, *, num_threads: int | None
+) -> dict[str, Any]:
+    """P7: hpo's real training workload, plus a file in the trial's folder saying when the workload was
+    entered, when the first batch trained and in which process (the sweep keeps only a summary)."""
+    from hpo.dispatch import train_workload
+
+    entered = time.time()
+    summary = train_workload(config, reporter, checkpoint_dir, num_threads=num_threads)
+    timing = {"entered_at": entered, "first_batch_at": summary["timings"].get("first_batch_at"), "pid": os.getpid()}
+    Path(checkpoint_dir, TIMING_FILE).write_text(json.dumps(timing))
+    return summary
+
+
+def read_timing(checkpoint_dir: str) -> dict[str, Any] | None:
+    path = Path(checkpoint_dir, TIMING_FILE)
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -1,0 +1,122 @@
+"""The benchmark suite's quick pass (``python -m benchmarks --quick`` sizes) as a CI gate: hpo must not be
+more than 2x slower than its baseline on P1 and P2, and a sweep must never hold more than 4 PostgreSQL
+connections (P4). Absolute times are not asserted: CI machines are shared and noisy."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+
+from benchmarks.common import Result
+
+
+def _explain(result: Result) -> str:
+    rows = "\n".join(
+        f"  {r.metric}: hpo {r.hpo} | baseline {r.baseline} | {r.ratio} | goal {r.goal}" for r in result.rows
+    )
+    return f"{result.key} {result.title}\n{rows}\n" + "\n".join(result.notes)
+
+
+@pytest.mark.postgres
+@pytest.mark.usefixtures("ray_local")
+def test_p1_prune_decision_latency_and_identical_decisions(pg_server: str) -> None:
+    from benchmarks import p1_prune_latency
+
+    result = p1_prune_latency.run(pg_server, quick=True)
+    summary = result.raw["summary"]
+    assert result.raw["mismatches"] == 0, _explain(result)
+    assert result.raw["decisions"] >= 300
+    for n in (100, 1_000):
+        assert summary[n]["hpo"]["p95"] <= 2.0 * summary[n]["optuna_all"]["p95"], _explain(result)
+    assert result.passed, _explain(result)
+
+
+@pytest.mark.postgres
+@pytest.mark.usefixtures("ray_local")
+def test_p2_control_plane_cost_per_trial(pg_server: str) -> None:
+    from benchmarks import p2_control_plane
+
+    result = p2_control_plane.run(pg_server, quick=True)
+    assert math.isfinite(result.raw["ratio"])
+    assert result.raw["ratio"] <= 2.0, _explain(result)
+
+
+@pytest.mark.postgres
+@pytest.mark.usefixtures("ray_local")
+def test_p4_connections_stay_bounded(pg_server: str) -> None:
+    from benchmarks import p4_connections
+
+    result = p4_connections.run(pg_server, quick=True)
+    assert set(result.raw["hpo"]) == {2, 8}
+    for parallel, peak in result.raw["hpo"].items():
+        assert 1 <= peak <= 4, (parallel, _explain(result))
+    assert result.raw["stock_parallel_2"] > 4, "the baseline should show the problem hpo avoids"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_coordinator_writes_what_optuna_writes(backend: str, tmp_path: Path, pg_url: str) -> None:
+    """The coordinator's one-statement writes (intermediate values, user attrs) against Optuna's own: the same
+    values read back (NaN, infinities, an overwritten step), and the same error for a finished trial."""
+    from hpo.coordinator import Coordinator, Outcome
+    from storage import close_storage, open_storage
+
+    url = f"sqlite:///{tmp_path}/w.db" if backend == "sqlite" else pg_url
+    storage = open_storage(url)
+    optuna.create_study(study_name="w", storage=storage, direction="maximize")
+    close_storage(storage)
+    coord = Coordinator(
+        url,
+        "w",
+        metric="val_acc",
+        direction="maximize",
+        distributions={"lr": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)},
+        base_config={"epochs": 9},
+        fixed_params={},
+        checkpoint_root=str(tmp_path),
+    )
+    try:
+        asked = coord.ask()
+        values = {1: 0.25, 2: math.nan, 3: math.inf, 4: -math.inf, 5: 0.5}
+        for step, v in values.items():
+            coord.report(asked.trial_id, step, {"val_acc": v})
+        coord.report(asked.trial_id, 1, {"val_acc": 0.75})  # a replayed epoch overwrites its value
+        coord.tell(asked.trial_id, Outcome("COMPLETE", 0.75, None, {"epochs_run": 5, "metrics": {"val_acc": 0.75}}))
+        trial = optuna.load_study(study_name="w", storage=url).trials[0]
+        got = trial.intermediate_values
+        assert got[1] == 0.75 and math.isnan(got[2]) and got[3] == math.inf and got[4] == -math.inf and got[5] == 0.5
+        assert trial.user_attrs["epochs_run"] == 5 and trial.user_attrs["metrics"] == {"val_acc": 0.75}
+        assert trial.user_attrs["checkpoint_dir"].endswith("trial-00000") and trial.user_attrs["attempt"] == 1
+        with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+            coord._writes.intermediate_value(asked.trial_id, 6, 0.1)
+        with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+            coord._writes.user_attrs(asked.trial_id, {"late": 1})
+    finally:
+        coord.close()
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy's percentile on infinities
+def test_sorted_median_is_numpys_nanpercentile() -> None:
+    """The median rule's constant-time median (sorted values, numpy's interpolation arithmetic) against
+    ``np.nanpercentile`` on random steps full of ties, NaN, infinities and signed zeros."""
+    import random
+
+    import numpy as np
+
+    from hpo.pruning import StepStatistics
+
+    rng = random.Random(0)
+    specials = [math.nan, math.inf, -math.inf, 0.0, -0.0]
+    for _ in range(20_000):
+        values = [
+            rng.choice(specials) if rng.random() < 0.3 else round(rng.gauss(0, 1), rng.choice([1, 6]))
+            for _ in range(rng.randint(1, 9))
+        ]
+        stats = StepStatistics()
+        for v in values:
+            stats.add_trial({3: v})
+        ours, theirs = stats.percentile(3, 50.0, 1), float(np.nanpercentile(np.array(values, dtype=float), 50))
+        assert ours == theirs or (math.isnan(ours) and math.isnan(theirs)), values
