@@ -98,54 +98,17 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 # PostgreSQL
 
 
-def db_url(admin_url: str, name: str) -> str:
-    import sqlalchemy
-
-    return sqlalchemy.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
 @contextlib.contextmanager
 def fresh_database(admin_url: str, prefix: str) -> Iterator[str]:
     """A new, empty PostgreSQL database for one benchmark run, dropped afterwards."""
-    from storage.postgres import create_database, drop_database
+    from storage.postgres import create_database, database_url, drop_database
 
-    url = db_url(admin_url, f"hpo_bench_{prefix}_{uuid.uuid4().hex[:8]}")
+    url = database_url(admin_url, f"hpo_bench_{prefix}_{uuid.uuid4().hex[:8]}")
     create_database(url)
     try:
         yield url
     finally:
         drop_database(url)
-
-
-class PeakConnections:
-    """Polls ``pg_stat_activity`` for one database in a thread; ``peak`` is the most connections seen."""
-
-    def __init__(self, url: str, interval: float = 0.02) -> None:
-        import threading
-
-        from storage.postgres import ConnectionCounter
-
-        self._counter = ConnectionCounter(url)
-        self._interval = interval
-        self._stop = threading.Event()
-        self.peak = 0
-        self.samples = 0
-        self._thread = threading.Thread(target=self._run, daemon=True, name="peak-connections")
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._counter.count())
-            self.samples += 1
-            self._stop.wait(self._interval)
-
-    def __enter__(self) -> PeakConnections:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._counter.close()
 
 
 def quiet_optuna() -> None:

@@ -14,9 +14,10 @@ import time
 from typing import Any
 
 from benchmarks import workloads
-from benchmarks.common import PeakConnections, Result, Row, fresh_database, quiet_optuna
+from benchmarks.common import Result, Row, fresh_database, quiet_optuna
 from benchmarks.sweeps import run_hpo, sweep_config
 from storage import close_storage
+from storage.postgres import PeakConnections
 
 GOAL = 4
 EPOCHS = 5

@@ -147,14 +147,21 @@ class Coordinator:
         return summary, asked
 
     def reap(self, trial_ids: list[int], reason: str, retries: int) -> tuple[list[int], list[tuple[Asked, int]]]:
-        """Fail trials a lost driver left RUNNING; retry those with attempts left. Returns the reaped trial
-        numbers and the retries to launch, each with its attempt number."""
+        """Fail trials a lost driver left RUNNING; retry those with attempts left, and rerun those no worker
+        ever started (asked ahead) without spending an attempt. Returns the reaped trial numbers and the
+        retries to launch, each with its attempt number."""
         reaped, retries_out = [], []
         for tid in trial_ids:
             t = self._retry(lambda tid=tid: self._study._storage.get_trial(tid))  # type: ignore[misc]
             if t.state != TrialState.RUNNING:
                 continue
             attempt = int(t.user_attrs.get(studies.ATTR_ATTEMPT, 1))
+            if studies.ATTR_NODE not in t.user_attrs:
+                # asked ahead but never started by a worker: it ran nothing, so its rerun spends no attempt
+                _, asked = self.fail_and_retry(tid, Outcome("FAIL", None, f"{reason} (never started)"), attempt)
+                retries_out.append((asked, attempt))
+                reaped.append(t.number)
+                continue
             outcome = Outcome("FAIL", None, reason)
             if attempt <= retries:
                 _, asked = self.fail_and_retry(tid, outcome, attempt + 1)

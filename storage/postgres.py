@@ -13,6 +13,13 @@ from storage.factory import one_line
 from storage.url import parse_url, redact
 
 
+def database_url(url: str, database: str) -> str:
+    """``url`` pointing at another database on the same server (password kept: for connecting, not printing)."""
+    import sqlalchemy
+
+    return sqlalchemy.engine.make_url(url).set(database=database).render_as_string(hide_password=False)
+
+
 def _admin_engine(url: str, database: str = "postgres") -> Any:
     import sqlalchemy
 
@@ -103,3 +110,35 @@ class ConnectionCounter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class PeakConnections:
+    """Polls ``ConnectionCounter`` in a thread while a block runs; ``peak`` is the most connections seen.
+
+    Used by the tests and the benchmarks to check a sweep's connection budget from outside.
+    """
+
+    def __init__(self, url: str, interval: float = 0.02) -> None:
+        import threading
+
+        self._counter = ConnectionCounter(url)
+        self._interval = interval
+        self._stop = threading.Event()
+        self.peak = 0
+        self.samples = 0
+        self._thread = threading.Thread(target=self._run, daemon=True, name="peak-connections")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._counter.count())
+            self.samples += 1
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> PeakConnections:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._counter.close()

@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,9 +38,9 @@ def _pg_reachable() -> str | None:
 
 
 def _db_url(name: str) -> str:
-    import sqlalchemy
+    from storage.postgres import database_url
 
-    return sqlalchemy.engine.make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
+    return database_url(PG_ADMIN, name)
 
 
 @pytest.fixture(scope="session")
@@ -79,37 +77,10 @@ def pg_session_url(pg_server: str) -> Iterator[str]:
     drop_database(url)
 
 
-class PeakConnections:
-    """Polls pg_stat_activity for one database in a thread; ``peak`` is the most connections seen."""
-
-    def __init__(self, url: str, interval: float = 0.05) -> None:
-        from storage.postgres import ConnectionCounter
-
-        self._counter = ConnectionCounter(url)
-        self._interval = interval
-        self._stop = threading.Event()
-        self.peak = 0
-        self.samples = 0
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._counter.count())
-            self.samples += 1
-            time.sleep(self._interval)
-
-    def __enter__(self) -> PeakConnections:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._counter.close()
-
-
 @pytest.fixture
-def peak_connections() -> type[PeakConnections]:
+def peak_connections() -> type:
+    from storage.postgres import PeakConnections
+
     return PeakConnections
 
 

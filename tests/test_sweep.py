@@ -118,6 +118,29 @@ def test_trials_left_running_by_a_dead_driver_are_failed_when_a_sweep_starts(tmp
     assert reaped.user_attrs["fail_reason"].startswith("driver lost")
 
 
+def test_an_orphan_no_worker_started_is_rerun_without_spending_a_retry(tmp_path: Path, pg_url: str) -> None:
+    cfg = _cfg(tmp_path, pg_url, BASE + "retries: 0\n", **{"study.n_trials": 2})
+    from storage import close_storage, open_storage
+
+    s = open_storage(pg_url)
+    study = optuna.create_study(study_name="s", storage=s, direction="maximize")
+    dist = {"lr": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)}
+    ran = study.ask(dist)  # a worker had started this one (it recorded its node) before the driver died
+    ran.set_user_attr("node", {"pid": 1})
+    ran.set_user_attr("attempt", 1)
+    ahead = study.ask(dist)  # asked ahead for the next free slot; no worker ever picked it up
+    ahead.set_user_attr("attempt", 1)
+    close_storage(s)
+    assert _run(cfg).exit_code == 0
+    trials = {t.number: t for t in optuna.load_study(study_name="s", storage=pg_url).get_trials()}
+    assert trials[ran.number].state == TrialState.FAIL and "retried_by" not in trials[ran.number].user_attrs
+    lost = trials[ahead.number]
+    assert lost.state == TrialState.FAIL and lost.user_attrs["fail_reason"].endswith("(never started)")
+    rerun = trials[lost.user_attrs["retried_by"]]
+    assert rerun.params == lost.params and rerun.user_attrs["attempt"] == 1
+    assert rerun.state in (TrialState.COMPLETE, TrialState.PRUNED)
+
+
 def test_tensorboard_writes_one_run_per_trial(tmp_path: Path, pg_url: str) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
