@@ -431,6 +431,15 @@ def fit(
     for entry in list(run.history):  # a resumed run replays its past epochs; the pruner may say stop
         if _ask(reporter, int(entry["epoch"]), entry) == PRUNE:
             del run.history[int(entry["epoch"]) :]
+            run.tracker = early_stopping.Tracker()  # the best epoch is now the best of what is kept
+            for kept in run.history:
+                run.tracker = early_stopping.update(
+                    run.tracker,
+                    int(kept["epoch"]),
+                    kept[config.metric],
+                    mode=config.mode,
+                    min_delta=config.early_stopping.min_delta,
+                )
             return result("pruned")
     if run.finished in ("completed", "early_stopped"):
         return result(run.finished)  # type: ignore[arg-type]

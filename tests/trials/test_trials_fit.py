@@ -131,11 +131,15 @@ def test_finished_run_is_replayed_not_retrained(full_run: tuple[FitResult, Path,
     assert states_equal(again.model.state_dict(), result.model.state_dict())  # best weights restored
 
 
-def test_replayed_prune_is_honoured(full_run: tuple[FitResult, Path, TrainConfig]) -> None:
-    _, directory, config = full_run
-    reporter = Recorder({2: PRUNE})
+@pytest.mark.parametrize("at", [1, 2])
+def test_replayed_prune_is_honoured(full_run: tuple[FitResult, Path, TrainConfig], at: int) -> None:
+    result, directory, config = full_run
+    reporter = Recorder({at: PRUNE})
     pruned = fit(config, reporter, directory)
-    assert pruned.status == "pruned" and pruned.epochs_run == 2 and reporter.epochs == [1, 2]
+    assert pruned.status == "pruned" and pruned.epochs_run == at and reporter.epochs == list(range(1, at + 1))
+    kept = result.history[:at]  # the best of the epochs kept, whatever the full run's best epoch was
+    best = max(kept, key=lambda h: h["val_acc"])
+    assert pruned.best_epoch == best["epoch"] and pruned.best_metrics["val_acc"] == best["val_acc"]
 
 
 def test_prune_stops_at_that_epoch(tiny_config: Callable[..., TrainConfig]) -> None:
