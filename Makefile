@@ -53,7 +53,7 @@ test-fast: install pg
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # The benchmarks compare against Ray Tune too: install the bench extra first.
-bench: install pg
+bench: install pg pretrain
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks
 

@@ -139,12 +139,11 @@ def run(admin_url: str, quick: bool = False, *, with_tune: bool | None = None) -
     ]
     if hpo_x > GOAL:
         result.notes.append(
-            "Why the goal is missed: when a trial ends, its slot stays empty while the driver tells it (several "
-            "database writes in the coordinator actor) and asks the next (a TPE sample), one after the other; "
-            "and the new trial's first act, `ray.get(coordinator.started.remote(...))`, waits behind whatever "
-            "the single-threaded actor is doing. The fixed part is the study preparation (including the "
-            "lease's 0.5 s settle), the coordinator actor's start and its shutdown. Fix (in hpo/sweep.py and "
-            "hpo/dispatch.py): ask the next trial ahead while the others run and refill a freed slot before "
-            "telling the finished trial; do not wait for `started`."
+            "Why the goal is missed: the trial loop already asks the next trial ahead while the others run, "
+            "refills a freed slot before telling the finished trial and does not wait for `started` (its cost "
+            "per slot hand-over is in the line above). What is left is the fixed part: the study preparation "
+            "(including the lease's 0.5 s settle), the coordinator actor's start (a new Ray worker process "
+            "importing Optuna and opening the storage) and its shutdown. Next step: start the coordinator "
+            "actor while the driver prepares the study, so the two overlap."
         )
     return result
