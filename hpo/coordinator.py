@@ -156,7 +156,7 @@ class Coordinator:
             if t.state != TrialState.RUNNING:
                 continue
             attempt = int(t.user_attrs.get(studies.ATTR_ATTEMPT, 1))
-            if studies.ATTR_NODE not in t.user_attrs:
+            if studies.ATTR_NODE not in t.user_attrs and not t.intermediate_values:
                 # asked ahead but never started by a worker: it ran nothing, so its rerun spends no attempt
                 _, asked = self.fail_and_retry(tid, Outcome("FAIL", None, f"{reason} (never started)"), attempt)
                 retries_out.append((asked, attempt))

@@ -116,6 +116,7 @@ def test_trials_left_running_by_a_dead_driver_are_failed_when_a_sweep_starts(tmp
     reaped = optuna.load_study(study_name="s", storage=pg_url).get_trials()[0]
     assert reaped.number == orphan.number and reaped.state == TrialState.FAIL
     assert reaped.user_attrs["fail_reason"].startswith("driver lost")
+    assert not reaped.user_attrs["fail_reason"].endswith("(never started)")  # it reported an epoch: it ran
 
 
 def test_an_orphan_no_worker_started_is_rerun_without_spending_a_retry(tmp_path: Path, pg_url: str) -> None:
