@@ -118,22 +118,26 @@ def probe_values(n_probes: int, seed: int) -> list[list[float]]:
     return [[_curve(0.2 + 0.75 * (i + 0.5) / n_probes, s, rng) for s in range(1, STEPS + 1)] for i in range(n_probes)]
 
 
-def _coordinator(url: str, name: str) -> Any:
+def _coordinator_options() -> dict[str, Any]:
+    """What the probes' coordinator is built with, in process or as a Ray actor: pruning only, no search."""
     from hpo.config import SamplerConfig
+
+    return {
+        "metric": METRIC,
+        "direction": "maximize",
+        "distributions": {},
+        "base_config": {},
+        "fixed_params": {},
+        "checkpoint_root": tempfile.gettempdir() + "/hpo-bench-p1",
+        "sampler": SamplerConfig(name="random", seed=0),
+        "rule": RULE,
+    }
+
+
+def _coordinator(url: str, name: str) -> Any:
     from hpo.coordinator import Coordinator
 
-    return Coordinator(
-        url,
-        name,
-        metric=METRIC,
-        direction="maximize",
-        distributions={},
-        base_config={},
-        fixed_params={},
-        checkpoint_root=tempfile.gettempdir() + "/hpo-bench-p1",
-        sampler=SamplerConfig(name="random", seed=0),
-        rule=RULE,
-    )
+    return Coordinator(url, name, **_coordinator_options())
 
 
 def measure_hpo(url: str, probes: dict[int, list[list[float]]], rounds: int) -> dict[int, dict[str, Any]]:
@@ -227,23 +231,11 @@ def measure_ray(url: str, n: int, probes: list[list[float]]) -> dict[str, Any]:
     """The coordinator as a Ray actor (as sweeps run it), each probe reported from a Ray task."""
     import ray
 
-    from hpo.config import SamplerConfig
     from hpo.coordinator import Outcome
     from hpo.dispatch import start_coordinator
 
     t0 = time.perf_counter()
-    actor = start_coordinator(
-        storage_url=url,
-        study_name=_name(n),
-        metric=METRIC,
-        direction="maximize",
-        distributions={},
-        base_config={},
-        fixed_params={},
-        checkpoint_root=tempfile.gettempdir() + "/hpo-bench-p1",
-        sampler=SamplerConfig(name="random", seed=0),
-        rule=RULE,
-    )
+    actor = start_coordinator(storage_url=url, study_name=_name(n), **_coordinator_options())
     startup = time.perf_counter() - t0
     task = ray.remote(num_cpus=0.001)(_ray_probe)
     first, warm, decisions = [], [], []
