@@ -142,7 +142,7 @@ def run(admin_url: str, quick: bool = False, *, with_tune: bool | None = None) -
             "Why the goal is missed: the trial loop already asks the next trial ahead while the others run, "
             "refills a freed slot before telling the finished trial and does not wait for `started` (its cost "
             "per slot hand-over is in the line above). What is left is the fixed part: the study preparation "
-            "(including the lease's 0.5 s settle), the coordinator actor's start (a new Ray worker process "
+            "(the study, its lease, reaping), the coordinator actor's start (a new Ray worker process "
             "importing Optuna and opening the storage) and its shutdown. Next step: start the coordinator "
             "actor while the driver prepares the study, so the two overlap."
         )

@@ -216,8 +216,7 @@ class Coordinator:
         attrs = dict(outcome.attrs)
         if outcome.reason:
             attrs[studies.ATTR_FAIL_REASON] = outcome.reason
-        if attrs:
-            self._retry(lambda: self._writes.user_attrs(trial_id, attrs))
+        self._retry(lambda: self._writes.user_attrs(trial_id, attrs))
         state = TrialState[outcome.state]
         value = outcome.value
         if state == TrialState.COMPLETE and (value is None or not math.isfinite(value)):
