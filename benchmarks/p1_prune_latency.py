@@ -120,8 +120,6 @@ def probe_values(n_probes: int, seed: int) -> list[list[float]]:
 
 def _coordinator_options() -> dict[str, Any]:
     """What the probes' coordinator is built with, in process or as a Ray actor: pruning only, no search."""
-    from hpo.config import SamplerConfig
-
     return {
         "metric": METRIC,
         "direction": "maximize",
@@ -129,7 +127,8 @@ def _coordinator_options() -> dict[str, Any]:
         "base_config": {},
         "fixed_params": {},
         "checkpoint_root": tempfile.gettempdir() + "/hpo-bench-p1",
-        "sampler": SamplerConfig(name="random", seed=0),
+        "sampler": "random",
+        "seed": 0,
         "rule": RULE,
     }
 
@@ -236,6 +235,7 @@ def measure_ray(url: str, n: int, probes: list[list[float]]) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     actor = start_coordinator(storage_url=url, study_name=_name(n), **_coordinator_options())
+    ray.get(actor.connect.remote())
     startup = time.perf_counter() - t0
     task = ray.remote(num_cpus=0.001)(_ray_probe)
     first, warm, decisions = [], [], []

@@ -26,9 +26,12 @@ GOAL = 1.03
 PARALLEL = 2
 
 
-def run_optuna(url: str, cfg: Any, n_trials: int) -> float:
+def run_optuna(url: str, cfg: Any, n_trials: int) -> tuple[float, float]:
+    """Stock Optuna's wall time: ``create_study`` + ``study.optimize`` (the counterpart of the whole
+    ``run_sweep`` call), and ``study.optimize`` alone (of hpo's trial loop)."""
     import optuna
 
+    created = time.perf_counter()
     study = optuna.create_study(
         study_name=cfg.study_name + "-optuna",
         storage=url,
@@ -44,9 +47,9 @@ def run_optuna(url: str, cfg: Any, n_trials: int) -> float:
 
     start = time.perf_counter()
     study.optimize(objective, n_trials=n_trials, n_jobs=PARALLEL)
-    wall = time.perf_counter() - start
+    end = time.perf_counter()
     close_storage(study._storage)
-    return wall
+    return end - created, end - start
 
 
 def _tune_trainable(config: dict[str, Any]) -> dict[str, float]:
@@ -81,6 +84,28 @@ def run_tune(cfg: Any, n_trials: int) -> float:
     return wall
 
 
+def _bare_sleep() -> None:
+    time.sleep(workloads.SLEEP_SECONDS)
+
+
+def run_bare_ray(n_trials: int) -> float:
+    """The floor: the same sleeps as plain Ray tasks, 2 at a time, with no study at all (a new task
+    submitted as soon as one returns)."""
+    import ray
+
+    task = ray.remote(num_cpus=1, max_calls=0)(_bare_sleep)
+    ray.get([task.remote() for _ in range(PARALLEL)])  # the function exported, workers leased
+    start = time.perf_counter()
+    running, left = [task.remote() for _ in range(PARALLEL)], n_trials - PARALLEL
+    while running:
+        done, running = ray.wait(running, num_returns=1)
+        ray.get(done)
+        if left:
+            running.append(task.remote())
+            left -= 1
+    return time.perf_counter() - start
+
+
 def run(admin_url: str, quick: bool = False, *, with_tune: bool | None = None) -> Result:
     quiet_optuna()
     n_trials = 40 if quick else 200
@@ -90,47 +115,70 @@ def run(admin_url: str, quick: bool = False, *, with_tune: bool | None = None) -
     with fresh_database(admin_url, "p3") as url:
         cfg = sweep_config(url, "p3", n_trials=n_trials, parallel=PARALLEL, cpus_per_trial=1, epochs=1)
         hpo_wall, _, sweep = run_hpo(cfg, workloads.sleep_once)
-        base_wall = run_optuna(url, cfg, n_trials)
+        base_wall, base_loop = run_optuna(url, cfg, n_trials)
     tune_wall = run_tune(cfg, n_trials) if with_tune else float("nan")
+    bare_wall = run_bare_ray(n_trials)
     hpo_x, base_x, tune_x = hpo_wall / ideal, base_wall / ideal, tune_wall / ideal
+    loop_x, base_loop_x = sweep.elapsed_s / ideal, base_loop / ideal
     result.raw = {
         "n_trials": n_trials,
         "ideal_s": ideal,
         "hpo_wall_s": hpo_wall,
         "hpo_loop_s": sweep.elapsed_s,
         "optuna_wall_s": base_wall,
+        "optuna_optimize_s": base_loop,
         "tune_wall_s": tune_wall,
+        "bare_ray_s": bare_wall,
     }
-    result.rows.append(
+    result.rows += [
         Row(
-            "wall / ideal, vs stock study.optimize(n_jobs=2)",
+            "wall / ideal, whole call: `run_sweep` vs stock `create_study` + `study.optimize(n_jobs=2)`",
             f"hpo <= {GOAL}",
             f"{hpo_x:.3f} ({secs(hpo_wall)})",
             f"{base_x:.3f} ({secs(base_wall)})",
             fmt_ratio(hpo_wall / base_wall),
             hpo_x <= GOAL,
-        )
-    )
+        ),
+        Row(
+            "wall / ideal, trials only: hpo's trial loop vs stock `study.optimize(n_jobs=2)`",
+            "information",
+            f"{loop_x:.3f} ({secs(sweep.elapsed_s)})",
+            f"{base_loop_x:.3f} ({secs(base_loop)})",
+            fmt_ratio(sweep.elapsed_s / base_loop),
+            None,  # the goal is on the whole call, above
+        ),
+        Row(
+            "wall / ideal, the floor: the same sleeps as plain Ray tasks, no study",
+            "information",
+            "",
+            f"{bare_wall / ideal:.3f} ({secs(bare_wall)})",
+            "",
+            None,
+        ),
+    ]
     if with_tune:
         result.rows.append(
             Row(
-                "wall / ideal, vs Ray Tune (OptunaSearch)",
+                "wall / ideal, whole call vs Ray Tune (OptunaSearch) `Tuner.fit`",
                 f"hpo <= {GOAL}",
                 f"{hpo_x:.3f} ({secs(hpo_wall)})",
                 f"{tune_x:.3f} ({secs(tune_wall)})",
                 fmt_ratio(hpo_wall / tune_wall),
-                None,  # the same hpo figure as the row above, which carries the goal
+                None,  # the same hpo figure as the first row, which carries the goal
             )
         )
     fixed = hpo_wall - sweep.elapsed_s
-    turn = (sweep.elapsed_s - ideal) / (n_trials / PARALLEL)
+    turns = n_trials / PARALLEL
+    turn, bare_turn = (sweep.elapsed_s - ideal) / turns, (bare_wall - ideal) / turns
     result.notes += [
         f"Ideal: {n_trials} x {workloads.SLEEP_SECONDS} s / {PARALLEL} = {secs(ideal)}. hpo's figure is the whole "
-        f"`run_sweep` call with Ray already up and its workers warm (study preparation, coordinator start-up, "
-        f"trials, shutdown); its trial loop alone took {secs(sweep.elapsed_s)} ({sweep.elapsed_s / ideal:.3f}x). "
-        f"So hpo's overhead is {secs(fixed)} fixed (before the first trial and after the last) plus "
-        f"{turn * 1e3:.0f} ms each time a slot passes from one trial to the next.",
-        "Stock Optuna: `study.optimize(n_jobs=2)` on PostgreSQL, TPE (constant_liar) over the same 5 params."
+        f"`run_sweep` call with Ray already up and its workers warm: study preparation, coordinator start-up, "
+        f"trials, shutdown. Its trial loop (from the coordinator being ready to the last tell) took "
+        f"{secs(sweep.elapsed_s)}: the overhead is {secs(fixed)} before the loop and after it, plus "
+        f"{turn * 1e3:.1f} ms each time a slot passes from one trial to the next, where plain Ray tasks take "
+        f"{bare_turn * 1e3:.1f} ms.",
+        "Stock Optuna: `create_study` then `study.optimize(n_jobs=2)` on PostgreSQL, TPE (constant_liar) over the "
+        "same 5 params."
         + (
             " Ray Tune: `Tuner` + `OptunaSearch` (TPE), `max_concurrent_trials=2`, 1 CPU per trial, same Ray."
             if with_tune
@@ -139,11 +187,10 @@ def run(admin_url: str, quick: bool = False, *, with_tune: bool | None = None) -
     ]
     if hpo_x > GOAL:
         result.notes.append(
-            "Why the goal is missed: the trial loop already asks the next trial ahead while the others run, "
-            "refills a freed slot before telling the finished trial and does not wait for `started` (its cost "
-            "per slot hand-over is in the line above). What is left is the fixed part: the study preparation "
-            "(the study, its lease, reaping), the coordinator actor's start (a new Ray worker process "
-            "importing Optuna and opening the storage) and its shutdown. Next step: start the coordinator "
-            "actor while the driver prepares the study, so the two overlap."
+            "Why the goal is missed: the fixed part. The coordinator is a Ray actor, a new worker process that "
+            "imports Ray and Optuna and opens the storage (about a second on this machine); the driver starts it "
+            "(and the trial workers' imports) before it prepares the study, so the three overlap, and the first "
+            "trials start once the coordinator answers. The loop itself asks two trials ahead, tells finished "
+            "trials without waiting for the answer, and its slot hand-over is within a few ms of plain Ray's."
         )
     return result

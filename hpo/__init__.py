@@ -6,7 +6,7 @@ pruning and early stopping inside each trial. The library API mirrors the CLI::
     from hpo import load_sweep_config, run_sweep, export_best, train_from_file
 
 Importing ``hpo`` is cheap: the heavy modules load when first used, and Ray workers import only
-``hpo.dispatch`` and ``trials``.
+``hpo.dispatch``, ``hpo.coordinator_actor`` and ``trials``.
 """
 
 from __future__ import annotations

@@ -24,7 +24,6 @@ from optuna.trial import TrialState
 
 from hpo import lease
 from hpo import study as studies
-from hpo.config import SamplerConfig
 from hpo.pruning import MedianRule, StepStatistics, should_prune
 from storage import close_storage, open_storage, redact, retry_transient, storage_errors
 from trials.config import merge_dotted
@@ -83,14 +82,21 @@ class Coordinator:
         base_config: dict[str, Any],
         fixed_params: Mapping[str, Any],
         checkpoint_root: str,
-        sampler: SamplerConfig | None = None,
+        sampler: str = "tpe",
+        seed: int | None = None,
         rule: MedianRule | None = None,
         parallel: int = 1,
         retry_timeout: float = 60.0,
         driver_lease: dict[str, Any] | None = None,
+        connect: bool = True,
     ) -> None:
+        """``connect=False`` only keeps the settings: ``connect()`` then opens the storage and loads the study.
+        The actor is made that way, so that its process starts while the driver prepares the study."""
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._url = storage_url
+        self._study_name = study_name
+        self._sampler, self._seed = sampler, seed
+        self._parallel = parallel
         self._retry_timeout = retry_timeout
         self._metric = metric
         self._direction = direction
@@ -99,27 +105,33 @@ class Coordinator:
         self._fixed = dict(fixed_params)
         self._root = checkpoint_root.rstrip("/")
         self._rule = rule
-        self._storage = self._retry(lambda: open_storage(storage_url, create_schema=False))
-        pruner = rule.to_optuna() if rule else optuna.pruners.NopPruner()
+        self._stats = StepStatistics()
+        self._live: dict[int, LiveTrial] = {}
+        self._lease = driver_lease  # the driver's (host, pid): renewed here while the sweep runs
+        if connect:
+            self.connect()  # a lease another sweep took shows at the first heartbeat
+
+    def connect(self) -> bool:
+        """Open the storage (one bounded pool), load the study and the per-step statistics of its COMPLETE
+        trials, and renew the sweep's lease: False when another sweep has taken it (see ``heartbeat``)."""
+        url = self._url
+        # the driver created the schema and checked its version just before
+        self._storage = self._retry(lambda: open_storage(url, create_schema=False, check_version=False))
+        pruner = self._rule.to_optuna() if self._rule else optuna.pruners.NopPruner()
         self._study = self._retry(
             lambda: optuna.load_study(
-                study_name=study_name,
+                study_name=self._study_name,
                 storage=self._storage,
-                sampler=studies.make_sampler(sampler or SamplerConfig(), parallel=parallel),
+                sampler=studies.make_sampler(self._sampler, self._seed, parallel=self._parallel),
                 pruner=pruner,  # type: ignore[arg-type]
             )
         )
         self._writes = _Writes(self._study._storage)
-        self._stats = StepStatistics()
         for t in self._retry(lambda: self._study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))):
             self._stats.add_trial(t.intermediate_values)
-        self._live: dict[int, LiveTrial] = {}
-        self._lease = driver_lease  # the driver's (host, pid): renewed here while the sweep runs
+        return self.heartbeat()
 
     # ----------------------------------------------------------------------------------------------
-    def ping(self) -> bool:
-        return True
-
     def ask(self) -> Asked:
         """A new trial with params from the sampler, and its full training config."""
         trial = self._retry(lambda: self._study.ask(self._distributions))
@@ -278,8 +290,25 @@ class Coordinator:
             "best": None if best is None else {"number": best.number, "value": best.value, "params": best.params},
         }
 
-    def close(self) -> None:
-        close_storage(self._storage)
+    def close(self) -> bool:
+        """Give the sweep's lease up (if it still holds it) and close the storage; True if the lease was
+        released here (the driver then need not open a storage to do it)."""
+        released = False
+        storage, study = getattr(self, "_storage", None), getattr(self, "_study", None)
+        if storage is None:
+            return False
+        try:
+            if self._lease is not None and study is not None:
+                study_id = study._study_id
+                held = lease.read(storage, study_id)
+                if held and held.get("owner") == self._lease["owner"]:
+                    lease.write(storage, study_id, None)
+                released = True
+        except Exception as e:  # the database may be gone: the driver tries again, then the lease expires
+            log.warning("could not release the study's lease: %s", redact(str(e).splitlines()[0], self._url))
+        finally:
+            close_storage(storage)
+        return released
 
     # ----------------------------------------------------------------------------------------------
     def _retry(self, fn: Callable[[], T]) -> T:

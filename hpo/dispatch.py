@@ -1,8 +1,8 @@
 """Ray: start or join a cluster, run trials as Ray tasks, host the coordinator actor.
 
-Workers import this module and ``trials`` only (no Optuna, no database driver): a trial task gets its
-full training config and a handle to the coordinator, reports each epoch through it, and returns a
-JSON-safe summary. Trial tasks are never retried by Ray (``max_retries=0``): the sweep loop sees the
+Workers import this module, ``hpo.coordinator_actor`` and ``trials`` only (no Optuna, no database driver;
+tested): a trial task gets its full training config and a handle to the coordinator, reports each epoch
+through it, and returns a JSON-safe summary. Trial tasks are never retried by Ray (``max_retries=0``): the sweep loop sees the
 failure, records it, and applies its own retry policy.
 """
 
@@ -66,8 +66,9 @@ def run_trial(
     workload: Workload,
     num_threads: int | None,
     tensorboard_dir: str | None = None,
+    submitted_at: float | None = None,
 ) -> dict[str, Any]:
-    """The body of a trial task, on a worker."""
+    """The body of a trial task, on a worker. ``submitted_at``: when the driver submitted it (``time.time()``)."""
     started = time.time()
     ctx = ray.get_runtime_context()
     node = {
@@ -103,6 +104,8 @@ def run_trial(
         _release_gpu_memory()
     summary["node"] = node
     summary["duration_s"] = time.time() - started
+    if submitted_at is not None:  # waiting for a worker and its resources (clocks of other hosts may differ)
+        summary["queued_s"] = max(0.0, started - submitted_at)
     return summary
 
 
@@ -239,19 +242,34 @@ def trial_task(cpus: float, gpus: float) -> Any:
     return ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0, max_calls=0)(run_trial)
 
 
+def warm_workers(cpus: float, gpus: float, workload: Workload, n: int) -> list[Any]:
+    """Start ``n`` workers of a trial's shape that import what a trial imports (torch for the default
+    workload), while the coordinator starts: Ray reuses them for the first trials. Nothing waits for them."""
+    warm = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0, max_calls=0)(_import_workload)
+    return [warm.remote(workload) for _ in range(n)]
+
+
+def _import_workload(workload: Workload) -> int:
+    # unpickling ``workload`` imported its module; the default workload imports the training stack lazily
+    if workload is train_workload:
+        import trials.train  # noqa: F401
+    return os.getpid()
+
+
 #: A resource Ray gives the head node only.
 HEAD_RESOURCE = "node:__internal_head__"
 
 
 def start_coordinator(**kwargs: Any) -> Any:
     """The coordinator actor on the head node (the one node a cluster cannot lose and live on), taking no
-    CPU a trial could use. Only it reaches the database, so workers on other nodes need no credentials."""
-    from hpo.coordinator import Coordinator
+    CPU a trial could use. Only it reaches the database, so workers on other nodes need no credentials.
+
+    Returns at once, the actor not yet connected: its process starts and imports meanwhile; call its
+    ``connect`` once the study exists (calls made before then wait for the process, in order)."""
+    from hpo.coordinator_actor import CoordinatorActor
 
     on_head = any(HEAD_RESOURCE in node.get("Resources", {}) for node in ray.nodes() if node.get("Alive"))
     options: dict[str, Any] = {"num_cpus": 0, "max_restarts": 0, "max_concurrency": 1}
     if on_head:
         options["resources"] = {HEAD_RESOURCE: 0.001}
-    actor = ray.remote(**options)(Coordinator).remote(**kwargs)
-    ray.get(actor.ping.remote())  # type: ignore[attr-defined]  # an actor handle's methods have .remote
-    return actor
+    return ray.remote(**options)(CoordinatorActor).remote(**kwargs)

@@ -23,6 +23,7 @@ def from_result(result: Mapping[str, Any], metric: str) -> Outcome:
         studies.ATTR_BEST_EPOCH: result.get("best_epoch"),
         studies.ATTR_METRICS: _finite_or_str(result.get("best_metrics") or {}),
         studies.ATTR_DURATION: result.get("duration_s"),
+        studies.ATTR_QUEUED: result.get("queued_s"),
         studies.ATTR_NODE: result.get("node"),
     }
     if result.get("resumed_from_epoch"):

@@ -12,7 +12,6 @@ from typing import Any, Literal
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.config import SamplerConfig
 from hpo.errors import ConfigError, StudyNotFoundError
 
 #: Study user attrs hpo writes (optuna-dashboard shows them).
@@ -25,6 +24,7 @@ ATTR_STOP_REASON = "stop_reason"
 ATTR_EPOCHS_RUN = "epochs_run"
 ATTR_BEST_EPOCH = "best_epoch"
 ATTR_DURATION = "duration_s"
+ATTR_QUEUED = "queued_s"  # from the driver submitting the trial to a worker starting it
 ATTR_METRICS = "metrics"
 ATTR_NODE = "node"
 ATTR_RETRY_OF = "retry_of"
@@ -36,26 +36,26 @@ ATTR_CHECKPOINT_DIR = "checkpoint_dir"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def make_sampler(cfg: SamplerConfig, *, parallel: int = 1) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler a config names. Samplers are not stored in the database, so every process
-    that asks trials builds its own from the config."""
+def make_sampler(name: str = "tpe", seed: int | None = None, *, parallel: int = 1) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler ``study.sampler`` names. Samplers are not stored in the database, so every process
+    that asks trials builds its own from the config (the coordinator gets plain values: no config model)."""
     s = optuna.samplers
-    if cfg.name == "tpe":
+    if name == "tpe":
         # constant_liar keeps parallel TPE from proposing the same point for trials still running
-        return s.TPESampler(seed=cfg.seed, constant_liar=parallel > 1)
-    if cfg.name == "random":
-        return s.RandomSampler(seed=cfg.seed)
-    if cfg.name == "qmc":
-        return s.QMCSampler(seed=cfg.seed)
-    if cfg.name == "gp":
-        return s.GPSampler(seed=cfg.seed)
-    if cfg.name == "cmaes":
+        return s.TPESampler(seed=seed, constant_liar=parallel > 1)
+    if name == "random":
+        return s.RandomSampler(seed=seed)
+    if name == "qmc":
+        return s.QMCSampler(seed=seed)
+    if name == "gp":
+        return s.GPSampler(seed=seed)
+    if name == "cmaes":
         try:
             import cmaes  # noqa: F401
         except ImportError:
             raise ConfigError("study.sampler.name: 'cmaes' needs the cmaes package (pip install cmaes)") from None
-        return s.CmaEsSampler(seed=cfg.seed)
-    raise ConfigError(f"study.sampler.name: unknown sampler {cfg.name!r}")
+        return s.CmaEsSampler(seed=seed)
+    raise ConfigError(f"study.sampler.name: unknown sampler {name!r}")
 
 
 def create_or_load(

@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,15 @@ from hpo import lease, outcomes
 from hpo import study as studies
 from hpo.config import SweepConfig, load_train_file
 from hpo.coordinator import Asked, Outcome
-from hpo.dispatch import Workload, fit_parallel, ray_session, start_coordinator, train_workload, trial_task
+from hpo.dispatch import (
+    Workload,
+    fit_parallel,
+    ray_session,
+    start_coordinator,
+    train_workload,
+    trial_task,
+    warm_workers,
+)
 from hpo.errors import ConfigError, StudyBusyError, SweepError
 from hpo.progress import Clock, LineObserver, Observer, format_duration
 from storage import StorageError, close_storage, mask_url, open_storage, storage_errors
@@ -36,6 +44,7 @@ from trials.errors import TrialsError
 DRIVER_LOST = "driver lost: the trial was RUNNING when a new sweep on its study started"
 INTERRUPTED = "interrupted"
 TICK_SECONDS = 1.0
+ASK_AHEAD = 2  # at most this many trials asked ahead of a free slot
 
 
 @dataclass
@@ -202,9 +211,14 @@ def run_sweep(
     owner = uuid.uuid4().hex
     address = ray_address or os.environ.get("RAY_ADDRESS") or None
     with contextlib.ExitStack() as stack:
-        # a cluster is joined before the study is touched, so an unreachable one writes nothing; a local
-        # Ray is started only once there is work to do
-        info = stack.enter_context(ray_session(address)) if address else None
+        # a cluster (or a Ray this process already runs) is joined before the study is touched, so an
+        # unreachable one writes nothing, and the coordinator's process starts while the study is prepared;
+        # a local Ray is started only once there is work to do
+        coordinator: _CoordinatorActor | None = None
+        info = stack.enter_context(ray_session(address)) if address or ray.is_initialized() else None
+        if info is not None:
+            parallel = _parallel(cfg, info)
+            coordinator = stack.enter_context(_CoordinatorActor.start(cfg, parallel, owner, workload))
         prepared = prepare_study(cfg, owner=owner, enqueue=enqueue)
         target = cfg.study.n_trials
         storage_shown = mask_url(cfg.storage or "")
@@ -223,12 +237,84 @@ def run_sweep(
         try:
             if info is None:
                 info = stack.enter_context(ray_session(None))
-            return _loop(cfg, info, prepared, workload, obs, stopper, owner)
+                parallel = _parallel(cfg, info)
+            if coordinator is None:
+                coordinator = stack.enter_context(_CoordinatorActor.start(cfg, parallel, owner, workload))
+            return _loop(cfg, info, parallel, coordinator, prepared, workload, obs, stopper)
         finally:
-            release_lease(cfg.storage or "", cfg.study_name, owner)
+            # the coordinator gives the lease up as it closes; the driver does it only when that failed
+            if coordinator is None or not coordinator.close():
+                release_lease(cfg.storage or "", cfg.study_name, owner)
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
     raise AssertionError("unreachable")
+
+
+def _parallel(cfg: SweepConfig, info: Any) -> int:
+    """How many trials run at once: the config's ``parallel``, or what the cluster's resources fit."""
+    res = cfg.resources
+    if res.gpus_per_trial > 0 and info.gpus < res.gpus_per_trial:
+        raise ConfigError(
+            f"resources.gpus_per_trial: the Ray cluster has {info.gpus:g} GPUs, got {res.gpus_per_trial:g}"
+        )
+    if info.cpus < res.cpus_per_trial:
+        raise ConfigError(
+            f"resources.cpus_per_trial: the Ray cluster has {info.cpus:g} CPUs, got {res.cpus_per_trial:g}"
+        )
+    return cfg.parallel or fit_parallel(info, res.cpus_per_trial, res.gpus_per_trial)
+
+
+def _checkpoint_root(cfg: SweepConfig) -> str:
+    return str(Path(cfg.output_dir).expanduser().resolve() / cfg.study_name)
+
+
+class _CoordinatorActor:
+    """The sweep's coordinator actor: started unconnected (its process comes up while the driver works,
+    and so do the first trials' workers), connected by the loop, closed once (giving the study's lease
+    up) and killed."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self._closed: bool | None = None
+
+    @classmethod
+    @contextlib.contextmanager
+    def start(cls, cfg: SweepConfig, parallel: int, owner: str, workload: Workload) -> Iterator[_CoordinatorActor]:
+        space = cfg.space
+        res = cfg.resources
+        actor = cls(
+            start_coordinator(
+                storage_url=cfg.storage,
+                study_name=cfg.study_name,
+                metric=cfg.study.metric,
+                direction=cfg.study.direction,
+                distributions=space.distributions,
+                base_config=cfg.base_train.to_dict(),
+                fixed_params=space.fixed,
+                checkpoint_root=_checkpoint_root(cfg),
+                sampler=cfg.study.sampler.name,
+                seed=cfg.study.sampler.seed,
+                rule=cfg.pruner.rule(),
+                parallel=parallel,
+                retry_timeout=cfg.storage_options.retry_timeout,
+                driver_lease=lease.new_lease(owner),
+            )
+        )
+        warm_workers(res.cpus_per_trial, res.gpus_per_trial, workload, parallel)
+        try:
+            yield actor
+        finally:
+            actor.close()
+
+    def close(self) -> bool:
+        """Close the coordinator (it runs the calls queued before this one first) and kill it; True if it
+        released the study's lease."""
+        if self._closed is None:
+            self._closed = False
+            with contextlib.suppress(ray.exceptions.RayError):
+                self._closed = bool(ray.get(self.handle.close.remote(), timeout=30))
+            ray.kill(self.handle)
+        return self._closed
 
 
 def _install_sigint(stopper: Stopper, obs: Observer) -> Any:
@@ -246,78 +332,57 @@ def _install_sigint(stopper: Stopper, obs: Observer) -> Any:
 
 
 def _loop(
-    cfg: SweepConfig, info: Any, prepared: _Prepared, workload: Workload, obs: Observer, stopper: Stopper, owner: str
+    cfg: SweepConfig,
+    info: Any,
+    parallel: int,
+    actor: _CoordinatorActor,
+    prepared: _Prepared,
+    workload: Workload,
+    obs: Observer,
+    stopper: Stopper,
 ) -> SweepResult:
     res = cfg.resources
-    if res.gpus_per_trial > 0 and info.gpus < res.gpus_per_trial:
-        raise ConfigError(
-            f"resources.gpus_per_trial: the Ray cluster has {info.gpus:g} GPUs, got {res.gpus_per_trial:g}"
-        )
-    if info.cpus < res.cpus_per_trial:
-        raise ConfigError(
-            f"resources.cpus_per_trial: the Ray cluster has {info.cpus:g} CPUs, got {res.cpus_per_trial:g}"
-        )
-    parallel = cfg.parallel or fit_parallel(info, res.cpus_per_trial, res.gpus_per_trial)
     where = (
         f"local Ray ({info.cpus:g} CPUs, {info.gpus:g} GPUs; logs in {info.temp_dir})"
         if info.temp_dir
         else (f"Ray at {info.address} ({info.cpus:g} CPUs, {info.gpus:g} GPUs)")
     )
     obs.message(f"running up to {parallel} trials at once on {where}")
-
-    space = cfg.space
-    checkpoint_root = str(Path(cfg.output_dir).expanduser().resolve() / cfg.study_name)
-    coordinator = start_coordinator(
-        storage_url=cfg.storage,
-        study_name=cfg.study_name,
-        metric=cfg.study.metric,
-        direction=cfg.study.direction,
-        distributions=space.distributions,
-        base_config=cfg.base_train.to_dict(),
-        fixed_params=space.fixed,
-        checkpoint_root=checkpoint_root,
-        sampler=cfg.study.sampler,
-        rule=cfg.pruner.rule(),
-        parallel=parallel,
-        retry_timeout=cfg.storage_options.retry_timeout,
-        driver_lease=lease.new_lease(owner),
-    )
-    if not _call(coordinator.heartbeat.remote()):
-        with contextlib.suppress(ray.exceptions.RayError):
-            ray.get(coordinator.close.remote(), timeout=30)
-        ray.kill(coordinator)
+    coordinator = actor.handle
+    if not _call(coordinator.connect.remote()):  # it renews the lease: False when another sweep took it
         raise StudyBusyError(
             f"study {cfg.study_name!r} is being run by another hpo sweep that started at the same time"
         )
+    checkpoint_root = _checkpoint_root(cfg)
     task = trial_task(res.cpus_per_trial, res.gpus_per_trial)
     threads = max(1, int(res.cpus_per_trial))
     clock = Clock()
     counts = dict(prepared.counts)
     best = prepared.best
     ready: list[tuple[Asked, int]] = []  # retries, created and linked, waiting for a free slot
+    asking: list[ray.ObjectRef] = []  # trials asked ahead, the coordinator's answers not read yet
+    telling: list[ray.ObjectRef] = []  # tells of finished trials, their summaries not read yet
     running: dict[ray.ObjectRef, _Running] = {}
+    # While every slot is busy, this many trials are asked ahead, so that freed slots start them at once (with
+    # one slot there is nothing to overlap: the ask would only queue behind the trial's reports).
+    ahead = min(parallel, ASK_AHEAD) if parallel > 1 else 0
     launched = failed_now = 0
     stopped = "target reached"
     target = cfg.study.n_trials
     deadline = time.monotonic() + cfg.study.timeout if cfg.study.timeout else math.inf
     last_tick = last_heartbeat = time.monotonic()
+    live: ray.ObjectRef | None = None  # the coordinator's answers to the progress view and the heartbeat
+    beat: ray.ObjectRef | None = None
 
     def finished() -> int:
         return counts["COMPLETE"] + counts["PRUNED"]
 
-    def tell(run: _Running, outcome: Outcome) -> None:
-        nonlocal best, failed_now, stopped
-        retry = (
-            outcome.state == "FAIL"
-            and outcomes.is_retryable(outcome.reason)
-            and run.attempt <= cfg.retries
-            and not stopper.draining
-        )
-        if retry:
-            summary, asked = _call(coordinator.fail_and_retry.remote(run.asked.trial_id, outcome, run.attempt + 1))
-            ready.append((asked, run.attempt + 1))
-        else:
-            summary = _call(coordinator.tell.remote(run.asked.trial_id, outcome))
+    def committed() -> int:
+        # trials finished or on their way: told (or being told), running, and waiting for a slot
+        return finished() + len(telling) + len(running) + len(ready) + len(asking)
+
+    def record(summary: dict[str, Any]) -> None:
+        nonlocal best, failed_now
         counts["RUNNING"] = max(0, counts.get("RUNNING", 0) - 1)
         counts[summary["state"]] = counts.get(summary["state"], 0) + 1
         if summary["state"] == "COMPLETE" and summary["value"] is not None and _better(summary["value"], best, cfg):
@@ -325,6 +390,26 @@ def _loop(
         if summary["state"] == "FAIL":
             failed_now += 1
         obs.trial_finished(summary, counts, best)
+
+    def tell(run: _Running, outcome: Outcome) -> None:
+        if outcome.state != "FAIL":  # the summary is read later: nothing waits for it
+            telling.append(coordinator.tell.remote(run.asked.trial_id, outcome))
+            return
+        # a failure is told at once: it may spend the budget, or queue a retry
+        if outcomes.is_retryable(outcome.reason) and run.attempt <= cfg.retries and not stopper.draining:
+            summary, asked = _call(coordinator.fail_and_retry.remote(run.asked.trial_id, outcome, run.attempt + 1))
+            ready.append((asked, run.attempt + 1))
+        else:
+            summary = _call(coordinator.tell.remote(run.asked.trial_id, outcome))
+        record(summary)
+
+    def read_tells(wait: bool) -> None:
+        if not telling:
+            return
+        done = telling if wait else ray.wait(telling, num_returns=len(telling), timeout=0)[0]
+        for ref in list(done):
+            telling.remove(ref)
+            record(_call(ref))
 
     def launch(asked: Asked, attempt: int) -> None:
         nonlocal launched
@@ -338,19 +423,26 @@ def _loop(
             workload,
             threads,
             tb,
+            time.time(),
         )
         running[ref] = _Running(asked, attempt)
         counts["RUNNING"] = counts.get("RUNNING", 0) + 1
         launched += 1
 
-    def fill_slots(allowed: bool) -> None:
-        # a retry or a trial asked ahead takes a slot first; a retry replaces the trial it retries, so it
+    def start_waiting() -> None:
+        # a retry or a trial asked ahead takes a free slot; a retry replaces the trial it retries, so it
         # does not count against the target
-        while allowed and len(running) < parallel and (ready or finished() + len(running) < target):
+        while len(running) < parallel and (ready or asking):
             if ready:
                 launch(*ready.pop(0))
             else:
-                launch(_call(coordinator.ask.remote()), 1)
+                launch(_call(asking.pop(0)), 1)
+
+    def fill_slots() -> None:
+        # the asks for the free slots go out together, then each slot starts as its answer comes
+        free = parallel - len(running) - len(ready) - len(asking)
+        asking.extend(coordinator.ask.remote() for _ in range(max(0, min(free, target - committed()))))
+        start_waiting()
 
     if prepared.orphans:
         reaped, retries = _call(coordinator.reap.remote(prepared.orphans, DRIVER_LOST, cfg.retries))
@@ -382,39 +474,44 @@ def _loop(
                 stopped = "timeout"
                 obs.message(f"study.timeout of {cfg.study.timeout:g}s reached: no new trials; waiting for running ones")
             launching = not stopper.draining and stopped == "target reached"
-            fill_slots(launching)
-            if (
-                parallel > 1
-                and launching
-                and len(running) == parallel
-                and not ready
-                and finished() + len(running) < target
-            ):
-                # every slot is busy: ask the next trial now, so a freed slot starts it at once (with one slot
-                # there is nothing to overlap: the ask would only queue behind the trial's reports)
-                ready.append((_call(coordinator.ask.remote()), 1))
+            if launching:
+                fill_slots()
+                while len(running) == parallel and len(ready) + len(asking) < ahead and committed() < target:
+                    asking.append(coordinator.ask.remote())
+            read_tells(wait=not running)
+            # the progress view and the lease's heartbeat: asked now, their answers read once they are there
+            # (the coordinator may be busy with tells and asks, and a trial may finish meanwhile)
+            now = time.monotonic()
+            if live is None and now - last_tick >= TICK_SECONDS:
+                last_tick, live = now, coordinator.live.remote()
+            if beat is None and now - last_heartbeat >= lease.HEARTBEAT:
+                last_heartbeat, beat = now, coordinator.heartbeat.remote()
+            if live is not None and _ready(live, wait=not running):
+                obs.tick(_call(live), counts, best)
+                live = None
+            if beat is not None and _ready(beat, wait=not running):
+                if not _call(beat):
+                    raise SweepError(f"another hpo sweep took study {cfg.study_name!r} over; stopping this one")
+                beat = None
             if not running:
+                if launching and committed() < target:
+                    continue  # a tell just read came back FAIL: the target needs another trial
                 if stopper.draining and stopped == "target reached":
                     stopped = "interrupted"
                 break
             done, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
             results = [(running.pop(ref), _outcome(ref, cfg.study.metric)) for ref in done]
-            if all(o.state != "FAIL" for _, o in results):  # a failure may spend the budget: tell it first
-                while launching and ready and len(running) < parallel:  # start what is ready, then tell
-                    launch(*ready.pop(0))
+            if launching and all(o.state != "FAIL" for _, o in results):  # a failure may spend the budget
+                start_waiting()  # then tell
             for run, outcome in results:
                 tell(run, outcome)
-            now = time.monotonic()
-            if now - last_tick >= TICK_SECONDS:
-                last_tick = now
-                obs.tick(_call(coordinator.live.remote()), counts, best)
-            if now - last_heartbeat >= lease.HEARTBEAT:
-                last_heartbeat = now
-                if not _call(coordinator.heartbeat.remote()):
-                    raise SweepError(f"another hpo sweep took study {cfg.study_name!r} over; stopping this one")
-        for asked, _attempt in ready:  # retries (or a trial asked ahead) the sweep stopped before they could start
+        # retries (or trials asked ahead) the sweep stopped before they could start
+        ready.extend((_call(ref), 1) for ref in asking)
+        asking.clear()
+        for asked, _attempt in ready:
             _call(coordinator.tell.remote(asked.trial_id, Outcome("FAIL", None, "not started: the sweep stopped")))
         ready.clear()
+        read_tells(wait=True)
     except StorageError as e:
         raise SweepError(
             f"lost the storage for more than storage_options.retry_timeout="
@@ -424,9 +521,6 @@ def _loop(
     finally:
         for ref in running:
             ray.cancel(ref, force=True)
-        with contextlib.suppress(ray.exceptions.RayError):
-            ray.get(coordinator.close.remote(), timeout=30)
-        ray.kill(coordinator)
 
     if stopper.draining and stopped == "target reached":
         stopped = "interrupted"
@@ -442,6 +536,11 @@ def _loop(
     return SweepResult(
         cfg.study_name, mask_url(cfg.storage or ""), counts, best, launched, failed_now, elapsed, stopped, exit_code
     )
+
+
+def _ready(ref: Any, *, wait: bool) -> bool:
+    """Whether the answer ``ref`` is there (``wait``: once it is)."""
+    return bool(ray.wait([ref], num_returns=1, timeout=None if wait else 0)[0])
 
 
 def _outcome(ref: Any, metric: str) -> Outcome:

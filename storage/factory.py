@@ -37,14 +37,17 @@ def engine_kwargs(url: StorageURL, *, connect_timeout: float = 10.0) -> dict[str
     return kwargs
 
 
-def open_storage(url: str, *, create_schema: bool = True, connect_timeout: float = 10.0) -> Any:
+def open_storage(
+    url: str, *, create_schema: bool = True, connect_timeout: float = 10.0, check_version: bool = True
+) -> Any:
     """An Optuna ``RDBStorage`` for ``url``.
 
     ``create_schema`` creates the tables when they are missing; only the sweep driver does this, once,
     before any other process opens the database (two processes creating the schema on an empty
     PostgreSQL at once fail with IntegrityError). Without it, a database that holds no study yet (a
     missing SQLite file, a PostgreSQL database without Optuna's tables) is a ``StorageError``, and
-    nothing is created.
+    nothing is created. ``check_version=False`` skips Optuna's schema-version check (queries, and an
+    Alembic import): for a process that opens a database its driver has just checked.
     """
     import optuna
     import sqlalchemy.exc
@@ -64,6 +67,7 @@ def open_storage(url: str, *, create_schema: bool = True, connect_timeout: float
                 url,
                 engine_kwargs=engine_kwargs(parsed, connect_timeout=connect_timeout),
                 skip_table_creation=not create_schema,
+                skip_compatibility_check=not check_version,
             )
         except sqlalchemy.exc.ProgrammingError as e:
             if not create_schema and "does not exist" in str(e):

@@ -58,6 +58,7 @@ def test_sweep_prunes_records_each_epoch_and_bounds_connections(
             assert t.user_attrs["train_config"]["lr"] == t.params["lr"]
         else:
             assert len(steps) < 5
+        assert 0 <= t.user_attrs["queued_s"] < 60, t.user_attrs  # submission to the task starting on a worker
     assert peak.samples > 10
     assert 1 <= peak.peak <= 4, peak.peak
 
@@ -192,3 +193,30 @@ def test_enqueue_warm_starts_with_an_exported_config(tmp_path: Path, pg_url: str
     assert result.exit_code == 0
     first = optuna.load_study(study_name="warm", storage=pg_url).get_trials()[0]
     assert first.params == pytest.approx(best.params)
+
+
+
+def test_a_trial_worker_imports_no_optuna_or_database_driver(tmp_path: Path) -> None:
+    """A trial task's arguments (the coordinator's handle, the workload) make a worker import their modules:
+    those must not pull in Optuna, SQLAlchemy, psycopg2 or the config models (time and memory on every
+    worker). The probe runs in a worker of its own (a runtime env of its own), given what a trial is given."""
+    import ray
+
+    from hpo.dispatch import start_coordinator, train_workload
+
+    actor = start_coordinator(
+        storage_url=f"sqlite:///{tmp_path}/never-opened.db",
+        study_name="s",
+        metric="val_acc",
+        direction="maximize",
+        distributions={},
+        base_config={},
+        fixed_params={},
+        checkpoint_root=str(tmp_path),
+    )
+    try:
+        env = {"env_vars": {"HPO_TEST_FRESH_WORKER": "1"}}
+        probe = ray.remote(num_cpus=0, runtime_env=env)(workloads.heavy_modules)
+        assert ray.get(probe.remote(actor, train_workload), timeout=120) == []
+    finally:
+        ray.kill(actor)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -45,3 +46,10 @@ def exit_when_told(
     if config["seed"] % 2 == 1:
         os._exit(3)
     return synthetic(config, reporter, checkpoint_dir, num_threads=num_threads)
+
+
+def heavy_modules(*received: object) -> list[str]:
+    """Which of the modules a trial worker must not need are imported in this process (after unpickling
+    ``received``, as a trial task's arguments are)."""
+    names = ("optuna", "sqlalchemy", "psycopg2", "hpo.config", "hpo.coordinator")
+    return sorted(m for m in names if m in sys.modules)
