@@ -2,8 +2,8 @@
 
 Workers import this module, ``hpo.coordinator_actor`` and ``trials`` only (no Optuna, no database driver;
 tested): a trial task gets its full training config and a handle to the coordinator, reports each epoch
-through it, and returns a JSON-safe summary. Trial tasks are never retried by Ray (``max_retries=0``): the sweep loop sees the
-failure, records it, and applies its own retry policy.
+through it, and returns a JSON-safe summary. Trial tasks are never retried by Ray (``max_retries=0``): the
+sweep loop sees the failure, records it, and applies its own retry policy.
 """
 
 from __future__ import annotations
