@@ -291,8 +291,9 @@ class Coordinator:
         }
 
     def close(self) -> bool:
-        """Give the sweep's lease up (if it still holds it) and close the storage; True if the lease was
-        released here (the driver then need not open a storage to do it)."""
+        """Give the sweep's lease up (if it still holds it) and close the storage. True when the lease is no
+        longer this sweep's, released here or taken by another sweep: the driver need not open a storage
+        to release it."""
         released = False
         storage, study = getattr(self, "_storage", None), getattr(self, "_study", None)
         if storage is None:

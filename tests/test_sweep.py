@@ -195,7 +195,6 @@ def test_enqueue_warm_starts_with_an_exported_config(tmp_path: Path, pg_url: str
     assert first.params == pytest.approx(best.params)
 
 
-
 def test_a_trial_worker_imports_no_optuna_or_database_driver(tmp_path: Path) -> None:
     """A trial task's arguments (the coordinator's handle, the workload) make a worker import their modules:
     those must not pull in Optuna, SQLAlchemy, psycopg2 or the config models (time and memory on every
@@ -220,3 +219,39 @@ def test_a_trial_worker_imports_no_optuna_or_database_driver(tmp_path: Path) -> 
         assert ray.get(probe.remote(actor, train_workload), timeout=120) == []
     finally:
         ray.kill(actor)
+
+
+def test_the_coordinator_renews_the_lease_at_connect_and_gives_it_up_at_close(pg_url: str) -> None:
+    """The coordinator, not a new driver-side storage, releases the study's lease when the sweep ends; a lease
+    another sweep took is reported at connect and left alone at close."""
+    from hpo import lease
+    from hpo.coordinator import Coordinator
+    from storage import close_storage, open_storage
+
+    s = open_storage(pg_url)
+    study = optuna.create_study(study_name="leased", storage=s, direction="maximize")
+    options = {
+        "metric": "val_acc",
+        "direction": "maximize",
+        "distributions": {},
+        "base_config": {},
+        "fixed_params": {},
+        "checkpoint_root": "/tmp/unused",
+    }
+    try:
+        ours = lease.new_lease("ours")
+        lease.write(s, study._study_id, ours)
+        coord = Coordinator(pg_url, "leased", **options, driver_lease=ours, connect=False)
+        assert coord.connect() is True
+        assert lease.read(s, study._study_id)["heartbeat"] >= ours["heartbeat"]
+        assert coord.close() is True
+        assert lease.read(s, study._study_id) is None
+
+        theirs = lease.new_lease("theirs")
+        lease.write(s, study._study_id, theirs)
+        coord = Coordinator(pg_url, "leased", **options, driver_lease=lease.new_lease("ours"), connect=False)
+        assert coord.connect() is False
+        assert coord.close() is True  # nothing of ours to give up
+        assert lease.read(s, study._study_id)["owner"] == "theirs"
+    finally:
+        close_storage(s)
