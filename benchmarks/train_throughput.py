@@ -186,7 +186,7 @@ def run(quick: bool = False, *, num_threads: int | None = 1) -> dict[str, Any]:
     """Measure and return ``fit_img_s``, ``bare_img_s``, ``ratio`` (median of paired ratios) and more."""
     if num_threads:
         torch.set_num_threads(num_threads)
-    batch_size, n_batches, repeats = (32, 4, 5) if quick else (64, 4, 15)
+    batch_size, n_batches, repeats = (32, 4, 5) if quick else (64, 4, 25)
     out: dict[str, Any] = {
         "model": "resnet18",
         "image_size": 32,
