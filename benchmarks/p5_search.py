@@ -256,6 +256,13 @@ def run(admin_url: str, quick: bool = False) -> Result:
             f"{rule.n_startup_trials} x 6 + {N_TRIALS - rule.n_startup_trials} x {max(1, rule.n_warmup_steps)} epochs, "
             f"{bound:.2f}x (a)'s {N_TRIALS} x 6. Pruning pays over more trials (or with fewer start-up trials)."
         )
+    if best_c > best_b:
+        result.notes.append(
+            f"Over its whole run (c) found a better configuration than (b) ({best_c:.4f} vs {best_b:.4f}, with "
+            f"{ep_c:.1f} epochs against {ep_b:.1f}): the arms' first 10 trials are the same random ones, and "
+            "after those TPE proposes from different histories (trials ASHA stopped at its rungs, against trials "
+            "the median pruner stopped). The goal compares the arms at equal epochs."
+        )
     if eq_b < eq_c:
         result.notes.append(
             "Why (b) is behind (c) at equal epochs: both arms try the same configurations in the same order (TPE's "
