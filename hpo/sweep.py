@@ -275,6 +275,7 @@ class _CoordinatorActor:
 
     def __init__(self, handle: Any) -> None:
         self.handle = handle
+        self.connecting = False  # set before ``connect`` is called: from then on it may hold a storage
         self._closed: bool | None = None
 
     @classmethod
@@ -307,12 +308,13 @@ class _CoordinatorActor:
             actor.close()
 
     def close(self) -> bool:
-        """Close the coordinator (it runs the calls queued before this one first) and kill it; True if it
-        released the study's lease."""
+        """Close the coordinator (it runs the calls queued before this one first) and kill it. True when the
+        study's lease needs no releasing by the driver (see ``Coordinator.close``)."""
         if self._closed is None:
             self._closed = False
-            with contextlib.suppress(ray.exceptions.RayError):
-                self._closed = bool(ray.get(self.handle.close.remote(), timeout=30))
+            if self.connecting:  # one never connected holds nothing: it is only killed
+                with contextlib.suppress(ray.exceptions.RayError):
+                    self._closed = bool(ray.get(self.handle.close.remote(), timeout=30))
             ray.kill(self.handle)
         return self._closed
 
@@ -349,6 +351,7 @@ def _loop(
     )
     obs.message(f"running up to {parallel} trials at once on {where}")
     coordinator = actor.handle
+    actor.connecting = True
     if not _call(coordinator.connect.remote()):  # it renews the lease: False when another sweep took it
         raise StudyBusyError(
             f"study {cfg.study_name!r} is being run by another hpo sweep that started at the same time"
