@@ -366,8 +366,8 @@ def _loop(
     asking: list[ray.ObjectRef] = []  # trials asked ahead, the coordinator's answers not read yet
     telling: list[ray.ObjectRef] = []  # tells of finished trials, their summaries not read yet
     running: dict[ray.ObjectRef, _Running] = {}
-    # While every slot is busy, this many trials are asked ahead, so that freed slots start them at once (with
-    # one slot there is nothing to overlap: the ask would only queue behind the trial's reports).
+    # Beyond the free slots, this many trials are asked ahead, so that freed slots start them at once (with one
+    # slot there is nothing to overlap: the ask would only queue behind the trial's reports).
     ahead = min(parallel, ASK_AHEAD) if parallel > 1 else 0
     launched = failed_now = 0
     stopped = "target reached"
@@ -442,9 +442,10 @@ def _loop(
                 launch(_call(asking.pop(0)), 1)
 
     def fill_slots() -> None:
-        # the asks for the free slots go out together, then each slot starts as its answer comes
-        free = parallel - len(running) - len(ready) - len(asking)
-        asking.extend(coordinator.ask.remote() for _ in range(max(0, min(free, target - committed()))))
+        # the asks for the free slots and for ``ahead`` more go out together (never past the target); each
+        # free slot starts as its answer comes
+        wanted = parallel + ahead - len(running) - len(ready) - len(asking)
+        asking.extend(coordinator.ask.remote() for _ in range(max(0, min(wanted, target - committed()))))
         start_waiting()
 
     if prepared.orphans:
@@ -479,8 +480,6 @@ def _loop(
             launching = not stopper.draining and stopped == "target reached"
             if launching:
                 fill_slots()
-                while len(running) == parallel and len(ready) + len(asking) < ahead and committed() < target:
-                    asking.append(coordinator.ask.remote())
             read_tells(wait=not running)
             # the progress view and the lease's heartbeat: asked now, their answers read once they are there
             # (the coordinator may be busy with tells and asks, and a trial may finish meanwhile)
