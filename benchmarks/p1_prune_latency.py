@@ -36,7 +36,7 @@ from benchmarks.common import (
     ratio,
     secs,
 )
-from hpo.pruning import MedianRule
+from hpo.coordinator.pruning import MedianRule
 from storage import close_storage, open_storage
 
 STEPS = 20
@@ -118,32 +118,36 @@ def probe_values(n_probes: int, seed: int) -> list[list[float]]:
     return [[_curve(0.2 + 0.75 * (i + 0.5) / n_probes, s, rng) for s in range(1, STEPS + 1)] for i in range(n_probes)]
 
 
-def _coordinator_options() -> dict[str, Any]:
+def _settings(url: str, name: str) -> Any:
     """What the probes' coordinator is built with, in process or as a Ray actor: pruning only, no search."""
-    return {
-        "metric": METRIC,
-        "direction": "maximize",
-        "distributions": {},
-        "base_config": {},
-        "fixed_params": {},
-        "checkpoint_root": tempfile.gettempdir() + "/hpo-bench-p1",
-        "sampler": "random",
-        "seed": 0,
-        "rule": RULE,
-    }
+    from hpo.coordinator.settings import CoordinatorSettings
+
+    return CoordinatorSettings(
+        storage_url=url,
+        study_name=name,
+        metric=METRIC,
+        direction="maximize",
+        distributions={},
+        base_config={},
+        fixed_params={},
+        checkpoint_root=tempfile.gettempdir() + "/hpo-bench-p1",
+        sampler="random",
+        seed=0,
+        rule=RULE,
+    )
 
 
 def _coordinator(url: str, name: str) -> Any:
-    from hpo.coordinator import Coordinator
+    from hpo.coordinator.coordinator import Coordinator
 
-    return Coordinator(url, name, **_coordinator_options())
+    return Coordinator(_settings(url, name))
 
 
 def measure_hpo(url: str, probes: dict[int, list[list[float]]], rounds: int) -> dict[int, dict[str, Any]]:
     """A coordinator per study (start-up timed), then ``rounds`` probes per study, the studies taken in turn
     so that the machine's noise falls on every size alike. Round r replays probe ``r % len(probes[n])``;
     each probe trial is told FAIL afterwards (FAIL trials do not count for the median)."""
-    from hpo.coordinator import Outcome
+    from hpo.coordinator.messages import Outcome
 
     out: dict[int, dict[str, Any]] = {}
     coords: dict[int, Any] = {}
@@ -230,11 +234,11 @@ def measure_ray(url: str, n: int, probes: list[list[float]]) -> dict[str, Any]:
     """The coordinator as a Ray actor (as sweeps run it), each probe reported from a Ray task."""
     import ray
 
-    from hpo.coordinator import Outcome
-    from hpo.dispatch import start_coordinator
+    from hpo.coordinator import actor as coordinator_actor
+    from hpo.coordinator.messages import Outcome
 
     t0 = time.perf_counter()
-    actor = start_coordinator(storage_url=url, study_name=_name(n), **_coordinator_options())
+    actor = coordinator_actor.start(_settings(url, _name(n)))
     ray.get(actor.connect.remote())
     startup = time.perf_counter() - t0
     task = ray.remote(num_cpus=0.001)(_ray_probe)

@@ -62,7 +62,7 @@ def _hpo_arm(url: str, cfg: SweepConfig) -> list[TrialRecord]:
     from optuna.trial import TrialState
 
     from benchmarks.sweeps import run_hpo
-    from hpo.dispatch import train_workload
+    from hpo.cluster.worker import train_workload
 
     run_hpo(cfg, train_workload)
     out = []

@@ -83,7 +83,7 @@ def run(admin_url: str, quick: bool = False) -> Result:
         "trials; resnet18 (weights=None), digits (64 train / 32 val images), batch 32, one epoch. Of the median, "
         f"submission to the task's start on the worker took {secs(median([r['to_entry_s'] for r in reused]))} "
         "(Ray), the rest is `fit`'s set-up: data, model, optimizer, first batch. A worker's first trial: its "
-        "process was started, and imported torch, while the coordinator started (`hpo.dispatch.warm_workers`).",
+        "process was started, and imported torch, while the coordinator started (`hpo.cluster.worker.warm_workers`).",
     ]
     if later and median(later) > GOAL_S:
         result.notes.append(

@@ -1,6 +1,6 @@
 """Workloads the benchmarks run on Ray workers (importable there: the repo root is on PYTHONPATH).
 
-Each follows ``hpo.dispatch.Workload``: ``workload(config, reporter, checkpoint_dir, *, num_threads)``
+Each follows ``hpo.cluster.worker.Workload``: ``workload(config, reporter, checkpoint_dir, *, num_threads)``
 returns ``{"status": ..., "best_metrics": {...}, "epochs_run": n}``. The same functions give the
 baselines their objective values, so hpo and its baseline see identical numbers.
 """
@@ -79,7 +79,7 @@ def timed_fit(
 ) -> dict[str, Any]:
     """P7: hpo's real training workload, plus a file in the trial's folder saying when the workload was
     entered, when the first batch trained and in which process (the sweep keeps only a summary)."""
-    from hpo.dispatch import train_workload
+    from hpo.cluster.worker import train_workload
 
     entered = time.time()
     summary = train_workload(config, reporter, checkpoint_dir, num_threads=num_threads)

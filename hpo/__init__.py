@@ -6,7 +6,7 @@ pruning and early stopping inside each trial. The library API mirrors the CLI::
     from hpo import load_sweep_config, run_sweep, export_best, train_from_file
 
 Importing ``hpo`` is cheap: the heavy modules load when first used, and Ray workers import only
-``hpo.dispatch``, ``hpo.coordinator_actor`` and ``trials``.
+``hpo.cluster.worker``, ``hpo.coordinator.actor`` and ``trials``.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ _LAZY = {
     "SweepConfig": "hpo.config",
     "run_sweep": "hpo.sweep",
     "SweepResult": "hpo.sweep",
-    "export_best": "hpo.export",
-    "train_from_file": "hpo.production",
+    "export_best": "hpo.views.export",
+    "train_from_file": "hpo.train",
     "HpoError": "hpo.errors",
     "ConfigError": "hpo.errors",
     "SweepError": "hpo.errors",

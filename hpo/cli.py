@@ -132,21 +132,59 @@ def sweep(
 def validate(
     config: Annotated[Path, typer.Argument(help="Sweep config (YAML).", show_default=False)],
     storage: StorageOpt = None,
-    data: Annotated[bool, typer.Option("--data/--no-data", help="Also check the dataset, model and weights.")] = True,
+    data: Annotated[
+        bool,
+        typer.Option(
+            "--data/--no-data",
+            help="Also check the dataset, model and weights: folders listed, names looked up, and weights not in "
+            "the torch hub cache probed for download (seconds; no image decoded).",
+        ),
+    ] = True,
+    deep: Annotated[
+        bool,
+        typer.Option(
+            "--deep",
+            help="Also decode every image of an image folder (train, val, test) and list the unreadable ones: "
+            "exit 2 unless train.dataset.on_bad_image is skip. Reads the whole dataset once; implies --data.",
+        ),
+    ] = False,
 ) -> None:
     """Check a sweep config without running it: print the search space and the resolved settings.
 
-    Touches no database and starts no Ray. [bold]Example[/bold]: hpo validate examples/quickstart.yaml
+    Touches no database and starts no Ray. [bold]Example[/bold]: hpo validate examples/imagefolder.yaml --deep
     """
     from hpo.config import load_sweep_config
     from hpo.progress import format_params
     from storage import mask_url
 
     cfg = load_sweep_config(config, storage=storage)
-    if data:
+    if data or deep:
         from hpo.sweep import preflight
 
         preflight(cfg)
+    if deep:
+        from hpo.errors import ConfigError
+        from trials.preflight import find_unreadable
+
+        dataset, shown = cfg.base_train.dataset, 20
+        bad = find_unreadable(cfg.base_train)
+        skip = dataset.on_bad_image == "skip"
+        console, prefix = (out, "warning: ") if skip else (err, "")
+        for path, reason in bad[:shown]:
+            console.print(f"{prefix}unreadable image {path}: {reason}", markup=False)
+        if len(bad) > shown:
+            console.print(f"{prefix}... and {len(bad) - shown} more", markup=False)
+        if bad and not skip:
+            raise ConfigError(
+                f"train.dataset: {len(bad)} unreadable image(s) under {dataset.path}; "
+                "fix or delete them, or set train.dataset.on_bad_image: skip to train on the rest"
+            )
+        if bad:
+            out.print(f"{prefix}train.dataset: {len(bad)} unreadable image(s) will be skipped (on_bad_image: skip)")
+        elif dataset.type == "imagefolder":
+            out.print(f"images: every image under {dataset.path} decodes", markup=False)
+        else:
+            out.print(f"images: not scanned (--deep decodes image folders; this dataset is {dataset.type})")
     out.print(
         f"study {cfg.study_name!r}: {cfg.study.direction} {cfg.study.metric}, {cfg.study.n_trials} trials, "
         f"sampler {cfg.study.sampler.name}, pruner {cfg.pruner.type}"
@@ -170,7 +208,7 @@ def status(
 
     [bold]Example[/bold]: hpo status --study quickstart --storage sqlite:///hpo.db
     """
-    from hpo.inspect import study_status
+    from hpo.views.studies import study_status
 
     st = study_status(_storage(storage), study)
     if as_json:
@@ -223,7 +261,7 @@ def studies(
 
     [bold]Example[/bold]: hpo studies --storage postgresql+psycopg2://hpo@db/hpo
     """
-    from hpo.inspect import list_studies
+    from hpo.views.studies import list_studies
 
     rows = list_studies(_storage(storage))
     if as_json:
@@ -258,7 +296,7 @@ def export(
 
     [bold]Example[/bold]: hpo export --study quickstart -o best.yaml && hpo train best.yaml --output runs/prod
     """
-    from hpo.export import export_best
+    from hpo.views.export import export_best
 
     result = export_best(_storage(storage), study, output)
     if show:
@@ -279,7 +317,7 @@ def train(
 
     [bold]Example[/bold]: hpo train best.yaml --output runs/prod
     """
-    from hpo.production import train_from_file
+    from hpo.train import train_from_file
 
     run = train_from_file(config, output, log=lambda s: out.print(s))
     tuned = f" (tuned trial: {run.tuned_value:.4f})" if run.tuned_value is not None else ""
@@ -314,7 +352,7 @@ def dashboard(
     Pass a storage password through $HPO_STORAGE rather than --storage, so it stays out of the process list.
     [bold]Example[/bold]: HPO_STORAGE=postgresql+psycopg2://hpo:...@db/hpo hpo dashboard --port 8080
     """
-    from hpo.dashboard import check_bind, serve
+    from hpo.views.dashboard import check_bind, serve
 
     check_bind(host, token)
 
@@ -335,7 +373,7 @@ def report(
 
     [bold]Example[/bold]: hpo report --study quickstart -o report.html
     """
-    from hpo.report import write_report
+    from hpo.views.report import write_report
 
     out.print(f"wrote {write_report(_storage(storage), study, output)}")
 

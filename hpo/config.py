@@ -14,9 +14,9 @@ from typing import Any, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from hpo import yamlio
+from hpo import files
+from hpo.coordinator.pruning import MedianRule
 from hpo.errors import ConfigError
-from hpo.pruning import MedianRule
 from hpo.space import SearchSpace, SpaceError, parse_space
 from storage.url import parse_url
 from trials.config import METRIC_MODES, EarlyStoppingConfig, TrainConfig, merge_dotted, searchable_fields
@@ -246,8 +246,8 @@ def load_train_file(path: str | Path) -> TrainFile:
 
 def _load_mapping(path: str | Path) -> dict[str, Any]:
     try:
-        data = yamlio.load_file(path)
-    except yamlio.YamlError as e:
+        data = files.load_file(path)
+    except files.YamlError as e:
         raise ConfigError(str(e)) from None
     if data is None:
         raise ConfigError(f"{path}: file is empty")

@@ -20,6 +20,7 @@ ATTR_HPO_VERSION = "hpo_version"
 #: Trial user attrs hpo writes.
 ATTR_TRAIN_CONFIG = "train_config"
 ATTR_FAIL_REASON = "fail_reason"
+ATTR_FAIL_KIND = "fail_kind"  # trial | infra | environment | interrupted | not_started (FailureKind)
 ATTR_STOP_REASON = "stop_reason"
 ATTR_EPOCHS_RUN = "epochs_run"
 ATTR_BEST_EPOCH = "best_epoch"

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from storage.errors import StorageError
+from storage.locks import SCHEMA_LOCK_KEY, exclusive
 from storage.url import StorageURL, parse_url, redact
 
 T = TypeVar("T")
@@ -75,31 +76,15 @@ def open_storage(
             raise
 
 
-#: pg_advisory_lock key under which hpo creates Optuna's schema ("hpo:sch" as an integer).
-SCHEMA_LOCK_KEY = 0x68706F3A736368
-
-
 @contextlib.contextmanager
 def _schema_lock(url: StorageURL, create_schema: bool, connect_timeout: float) -> Iterator[None]:
-    """Serialize schema creation on PostgreSQL: two processes creating Optuna's tables on an empty database
-    at once fail with IntegrityError (pg_type), so creators take turns; the later one finds the tables."""
-    if not create_schema or url.backend != "postgresql":
+    """Serialize schema creation: two processes creating Optuna's tables on an empty database at once fail
+    (PostgreSQL: IntegrityError on pg_type; SQLite: "table already exists"), so creators take turns."""
+    if not create_schema:
         yield
         return
-    import sqlalchemy
-
-    engine = sqlalchemy.create_engine(
-        url.raw, poolclass=sqlalchemy.pool.NullPool, connect_args={"connect_timeout": max(1, int(connect_timeout))}
-    )
-    try:
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
-            try:
-                yield
-            finally:
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": SCHEMA_LOCK_KEY})
-    finally:
-        engine.dispose()
+    with exclusive(url, SCHEMA_LOCK_KEY, connect_timeout=connect_timeout):
+        yield
 
 
 def close_storage(storage: Any) -> None:

@@ -61,7 +61,9 @@ def test_p4_connections_stay_bounded(pg_server: str) -> None:
 def test_coordinator_writes_what_optuna_writes(backend: str, tmp_path: Path, pg_url: str) -> None:
     """The coordinator's one-statement writes (intermediate values, user attrs) against Optuna's own: the same
     values read back (NaN, infinities, an overwritten step), and the same error for a finished trial."""
-    from hpo.coordinator import Coordinator, Outcome
+    from hpo.coordinator.coordinator import Coordinator
+    from hpo.coordinator.messages import Outcome
+    from hpo.coordinator.settings import CoordinatorSettings
     from storage import close_storage, open_storage
 
     url = f"sqlite:///{tmp_path}/w.db" if backend == "sqlite" else pg_url
@@ -69,14 +71,16 @@ def test_coordinator_writes_what_optuna_writes(backend: str, tmp_path: Path, pg_
     optuna.create_study(study_name="w", storage=storage, direction="maximize")
     close_storage(storage)
     coord = Coordinator(
-        url,
-        "w",
-        metric="val_acc",
-        direction="maximize",
-        distributions={"lr": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)},
-        base_config={"epochs": 9},
-        fixed_params={},
-        checkpoint_root=str(tmp_path),
+        CoordinatorSettings(
+            storage_url=url,
+            study_name="w",
+            metric="val_acc",
+            direction="maximize",
+            distributions={"lr": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)},
+            base_config={"epochs": 9},
+            fixed_params={},
+            checkpoint_root=str(tmp_path),
+        )
     )
     try:
         asked = coord.ask()
@@ -106,7 +110,7 @@ def test_sorted_median_is_numpys_nanpercentile() -> None:
 
     import numpy as np
 
-    from hpo.pruning import StepStatistics
+    from hpo.coordinator.pruning import StepStatistics
 
     rng = random.Random(0)
     specials = [math.nan, math.inf, -math.inf, 0.0, -0.0]

@@ -22,8 +22,8 @@ from wsgiref.util import setup_testing_defaults
 import pytest
 import sqlalchemy
 
-from hpo.dashboard import COOKIE_NAME, TOKEN_ENV, TokenMiddleware, check_bind, make_app, serve
 from hpo.errors import ConfigError
+from hpo.views.dashboard import COOKIE_NAME, TOKEN_ENV, TokenMiddleware, check_bind, make_app, serve
 from storage import POOL_SIZE, StorageError, close_storage, open_storage
 from tests.browser import (
     DemoStudy,
@@ -201,7 +201,7 @@ def test_serve_reports_a_busy_port(tmp_path: Path) -> None:
 
 _SERVE = """
 import os, sys
-from hpo.dashboard import serve
+from hpo.views.dashboard import serve
 serve(sys.argv[1], port=0, token=os.environ.get("HPO_DASHBOARD_TOKEN"),
       ready=lambda url: print("ready", url, flush=True))
 print("stopped", flush=True)

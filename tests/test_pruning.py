@@ -9,7 +9,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpo.pruning import MedianRule, StepStatistics, best_value, is_first_in_interval_step, should_prune
+from hpo.coordinator.pruning import MedianRule, StepStatistics, best_value, is_first_in_interval_step, should_prune
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 

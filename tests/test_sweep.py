@@ -10,6 +10,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.config import SweepConfig, load_sweep_config
+from hpo.coordinator.settings import CoordinatorSettings
 from hpo.progress import QuietObserver
 from hpo.sweep import run_sweep
 from tests import workloads
@@ -30,6 +31,20 @@ search_space:
   lr: {low: 1.0e-4, high: 1.0, log: true}
 train: {epochs: 5, image_size: 32}
 """
+
+
+def _settings(url: str, name: str, lease: dict | None = None) -> CoordinatorSettings:
+    return CoordinatorSettings(
+        storage_url=url,
+        study_name=name,
+        metric="val_acc",
+        direction="maximize",
+        distributions={},
+        base_config={},
+        fixed_params={},
+        checkpoint_root="/tmp/unused",
+        lease=lease,
+    )
 
 
 def _run(cfg: SweepConfig, workload: object = workloads.synthetic) -> object:
@@ -161,7 +176,7 @@ def test_tensorboard_writes_one_run_per_trial(tmp_path: Path, pg_url: str) -> No
 
 
 def test_status_numbers_match_the_study(tmp_path: Path, pg_url: str) -> None:
-    from hpo.inspect import study_status
+    from hpo.views.studies import study_status
 
     text = BASE + "early_stopping: {patience: 1}\n"
     assert _run(_cfg(tmp_path, pg_url, text, **{"study.n_trials": 8})).exit_code == 0
@@ -180,8 +195,8 @@ def test_status_numbers_match_the_study(tmp_path: Path, pg_url: str) -> None:
 
 
 def test_enqueue_warm_starts_with_an_exported_config(tmp_path: Path, pg_url: str) -> None:
-    from hpo.export import export_best
     from hpo.sweep import run_sweep
+    from hpo.views.export import export_best
 
     assert _run(_cfg(tmp_path, pg_url, BASE, **{"study.n_trials": 4})).exit_code == 0
     exported = export_best(pg_url, "s", tmp_path / "best.yaml")
@@ -201,18 +216,10 @@ def test_a_trial_worker_imports_no_optuna_or_database_driver(tmp_path: Path) -> 
     worker). The probe runs in a worker of its own (a runtime env of its own), given what a trial is given."""
     import ray
 
-    from hpo.dispatch import start_coordinator, train_workload
+    from hpo.cluster.worker import train_workload
+    from hpo.coordinator import actor as coordinator_actor
 
-    actor = start_coordinator(
-        storage_url=f"sqlite:///{tmp_path}/never-opened.db",
-        study_name="s",
-        metric="val_acc",
-        direction="maximize",
-        distributions={},
-        base_config={},
-        fixed_params={},
-        checkpoint_root=str(tmp_path),
-    )
+    actor = coordinator_actor.start(_settings(f"sqlite:///{tmp_path}/never-opened.db", "s"))
     try:
         env = {"env_vars": {"HPO_TEST_FRESH_WORKER": "1"}}
         probe = ray.remote(num_cpus=0, runtime_env=env)(workloads.heavy_modules)
@@ -224,24 +231,16 @@ def test_a_trial_worker_imports_no_optuna_or_database_driver(tmp_path: Path) -> 
 def test_the_coordinator_renews_the_lease_at_connect_and_gives_it_up_at_close(pg_url: str) -> None:
     """The coordinator, not a new driver-side storage, releases the study's lease when the sweep ends; a lease
     another sweep took is reported at connect and left alone at close."""
-    from hpo import lease
-    from hpo.coordinator import Coordinator
+    from hpo.coordinator.coordinator import Coordinator
+    from hpo.sweep import lease
     from storage import close_storage, open_storage
 
     s = open_storage(pg_url)
     study = optuna.create_study(study_name="leased", storage=s, direction="maximize")
-    options = {
-        "metric": "val_acc",
-        "direction": "maximize",
-        "distributions": {},
-        "base_config": {},
-        "fixed_params": {},
-        "checkpoint_root": "/tmp/unused",
-    }
     try:
         ours = lease.new_lease("ours")
         lease.write(s, study._study_id, ours)
-        coord = Coordinator(pg_url, "leased", **options, driver_lease=ours, connect=False)
+        coord = Coordinator(_settings(pg_url, "leased", lease=ours), connect=False)
         assert coord.connect() is True
         assert lease.read(s, study._study_id)["heartbeat"] >= ours["heartbeat"]
         assert coord.close() is True
@@ -249,7 +248,7 @@ def test_the_coordinator_renews_the_lease_at_connect_and_gives_it_up_at_close(pg
 
         theirs = lease.new_lease("theirs")
         lease.write(s, study._study_id, theirs)
-        coord = Coordinator(pg_url, "leased", **options, driver_lease=lease.new_lease("ours"), connect=False)
+        coord = Coordinator(_settings(pg_url, "leased", lease=lease.new_lease("ours")), connect=False)
         assert coord.connect() is False
         assert coord.close() is True  # nothing of ours to give up
         assert lease.read(s, study._study_id)["owner"] == "theirs"

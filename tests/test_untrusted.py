@@ -10,7 +10,7 @@ import torch
 
 from hpo.config import load_sweep_config, load_train_file
 from hpo.errors import ConfigError
-from hpo.yamlio import write_atomic
+from hpo.files import write_atomic
 from tests.conftest import run_cli
 from trials.errors import ModelError
 from trials.models import build_model

@@ -51,5 +51,49 @@ def exit_when_told(
 def heavy_modules(*received: object) -> list[str]:
     """Which of the modules a trial worker must not need are imported in this process (after unpickling
     ``received``, as a trial task's arguments are)."""
-    names = ("optuna", "sqlalchemy", "psycopg2", "hpo.config", "hpo.coordinator")
+    names = ("optuna", "sqlalchemy", "psycopg2", "hpo.config", "hpo.coordinator.coordinator")
     return sorted(m for m in names if m in sys.modules)
+
+
+def _number(checkpoint_dir: str) -> int:
+    """The trial's number, from its checkpoint folder (``.../trial-00003``)."""
+    return int(checkpoint_dir.rstrip("/").rsplit("-", 1)[1])
+
+
+def first_slow_rest_fail(
+    config: dict[str, Any], reporter: Reporter, checkpoint_dir: str, *, num_threads: int | None
+) -> dict[str, Any]:
+    """Trial 0 trains slowly (4 epochs of 1 s) and completes; every other trial raises at once."""
+    if _number(checkpoint_dir) != 0:
+        raise RuntimeError("this trial's hyperparameters diverge")
+    os.environ["HPO_TEST_EPOCH_SECONDS"] = "1.0"
+    return synthetic({**config, "epochs": 4}, reporter, checkpoint_dir, num_threads=num_threads)
+
+
+def unreadable_data(
+    config: dict[str, Any], reporter: Reporter, checkpoint_dir: str, *, num_threads: int | None
+) -> dict[str, Any]:
+    """Fails as a trial does on a corrupt image: not the hyperparameters' fault."""
+    from trials.errors import DataError
+
+    time.sleep(0.2)
+    raise DataError("unreadable image /data/train/cat/broken.jpg: image file is truncated")
+
+
+def steal_lease(
+    config: dict[str, Any], reporter: Reporter, checkpoint_dir: str, *, num_threads: int | None
+) -> dict[str, Any]:
+    """As another sweep taking the study over: trial 0 writes a foreign lease into the study (the storage
+    URL and study name from ``steal.txt`` beside the trials' folders), then every trial trains slowly."""
+    if _number(checkpoint_dir) == 0:
+        import optuna
+
+        with open(os.path.join(os.path.dirname(checkpoint_dir.rstrip("/")), "steal.txt")) as f:
+            url, name = f.read().split()
+        storage = optuna.storages.RDBStorage(url)
+        study_id = storage.get_study_id_from_name(name)
+        lease = {"owner": "another", "host": "elsewhere", "pid": 1, "pid_start": None, "heartbeat": time.time()}
+        storage.set_study_system_attr(study_id, "hpo:driver", lease)
+        storage.engine.dispose()
+    os.environ["HPO_TEST_EPOCH_SECONDS"] = "1.0"
+    return synthetic({**config, "epochs": 30}, reporter, checkpoint_dir, num_threads=num_threads)

@@ -23,7 +23,6 @@ from trials.errors import ModelError, one_line
 
 MODEL_FORMAT = "hpo-model/1"
 CHECKPOINT_FORMAT = "hpo-checkpoint/1"
-CHECKPOINT_NAME = "checkpoint.pt"
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:

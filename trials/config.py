@@ -22,6 +22,7 @@ OptimizerName = Literal["adamw", "sgd"]
 SchedulerName = Literal["cosine", "none"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 MetricName = Literal["val_acc", "val_loss"]
+OnBadImage = Literal["error", "skip"]
 
 # pydantic validates these stdlib dataclasses when ``hpo`` loads YAML; unknown keys must be rejected.
 _PYDANTIC = {"extra": "forbid"}
@@ -45,6 +46,12 @@ class DatasetConfig:
       folder ``path/<class>/*`` split by ``val_split`` (stratified, deterministic by ``seed``).
     - ``torchvision``: a built-in dataset by ``name`` (CIFAR10, CIFAR100, ...) under ``path``; ``download``
       fetches it where there is network.
+
+    ``on_bad_image`` (image folders only): ``error`` (the default) fails the run on the first image that
+    does not decode, naming the file; ``skip`` decodes every image once when the folder is first loaded
+    in a process and trains on the rest, logging one warning with the count. That scan is a full read of
+    the dataset (about a second per thousand 500x375 JPEGs on one core; more for large photos or a cold
+    disk), paid once per worker process, not per trial. ``hpo validate --deep`` lists them up front.
     """
 
     __pydantic_config__ = _PYDANTIC
@@ -57,9 +64,14 @@ class DatasetConfig:
     classes: tuple[int | str, ...] | None = None
     max_train_samples: int | None = None
     max_val_samples: int | None = None
+    on_bad_image: OnBadImage = "error"
 
     def __post_init__(self) -> None:
         p = "dataset."
+        choices = get_args(OnBadImage)
+        _check(
+            self.on_bad_image in choices, p + "on_bad_image", self.on_bad_image, f"must be one of {', '.join(choices)}"
+        )
         if self.type == "imagefolder":
             _check(bool(self.path), p + "path", self.path, "is required for type imagefolder")
         if self.type == "torchvision":

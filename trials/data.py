@@ -8,15 +8,23 @@ in ``ImageSubset``, which applies the transform per sample.
 Validation data: a dataset's own val (or test) split is used unless ``val_split`` is set; then, and
 whenever there is no such split (digits, a one-folder image tree), val is carved out of the training
 data, stratified by class (``val_split`` defaults to 0.2).
+
+Unreadable images (a truncated JPEG, a text file named .png): with ``on_bad_image: error`` the first one
+read raises DataError naming the file, in the main process even when a DataLoader worker decoded it
+(``ImageLoader``); with ``skip`` every image is decoded once when the folder is listed and the bad ones
+are dropped, with one warning. ``find_unreadable_images`` is that scan on its own.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+import struct
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
 
 from trials.augment import eval_transform, train_transform
 from trials.config import DatasetConfig
@@ -53,6 +61,12 @@ TORCHVISION_SPLITS: dict[str, tuple[str, str]] = {
 }
 _TORCHVISION_EXAMPLES = "CIFAR10, CIFAR100, MNIST, FashionMNIST, KMNIST, SVHN, STL10, Flowers102, Food101"
 _SEED_SPLIT, _SEED_TRAIN_SUBSET, _SEED_VAL_SUBSET = 1, 2, 3  # independent random streams per seed
+#: What PIL raises for a file that is not an image or does not decode: OSError (truncated data,
+#: UnidentifiedImageError), and ValueError, SyntaxError, EOFError or struct.error from some format plugins.
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError)
+_SHOWN_BAD = 3  # unreadable images named in the skip warning
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -63,6 +77,8 @@ class DataBundle:
     val: Dataset[tuple[torch.Tensor, int]]
     class_names: list[str]
     num_classes: int
+    #: ``(path, reason)`` of the images dropped by ``on_bad_image: skip`` (train and val folders).
+    skipped: tuple[tuple[str, str], ...] = ()
 
 
 # ---------------------------------------------------------------- base data (cached, untransformed)
@@ -81,6 +97,7 @@ class _Base:
     train: _Split
     val: _Split | None  # None: carve val out of train
     class_names: tuple[str, ...]
+    skipped: tuple[tuple[str, str], ...] = ()
 
 
 class _TensorImages:
@@ -102,10 +119,35 @@ class _FileImages:
     def __call__(self, i: int) -> Image.Image:
         path = self.paths[i]
         try:
-            with Image.open(path) as im:
-                return im.convert("RGB")
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
-            raise DataError(f"cannot read image {path}: {one_line(e)}") from e
+            return _decode(path)
+        except _DECODE_ERRORS as e:
+            raise DataError(f"unreadable image {path}: {one_line(e)}") from e
+
+
+def _decode(path: str) -> Image.Image:
+    # A full decode: Image.verify() passes a JPEG cut in half, only reading the pixels finds it.
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+def _unreadable_reason(path: str) -> str | None:
+    try:
+        _decode(path)
+    except _DECODE_ERRORS as e:
+        return one_line(e)
+    return None
+
+
+def find_unreadable_images(paths: Sequence[str], *, threads: int | None = None) -> list[tuple[str, str]]:
+    """``(path, reason)`` of each of ``paths`` that does not decode as an RGB image, in order.
+
+    Every file is read and decoded once, as training would (a full read of the data); ``threads``
+    (default: the CPU count, at most 8) decode in parallel, since PIL releases the GIL while decoding.
+    """
+    workers = threads or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hpo-decode") as pool:
+        reasons = list(pool.map(_unreadable_reason, paths, chunksize=16))
+    return [(p, r) for p, r in zip(paths, reasons, strict=True) if r is not None]
 
 
 class _TorchvisionImages:
@@ -124,13 +166,16 @@ class _TorchvisionImages:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_base(kind: str, path: str | None, name: str | None, download: bool, own_val: bool) -> _Base:
+def _load_base(
+    kind: str, path: str | None, name: str | None, download: bool, own_val: bool, skip_bad: bool = False
+) -> _Base:
     # Keyed only by what decides the base data, so trials that differ in seed, classes or sample
-    # counts share it. Errors are not cached: a fixed folder is picked up by the next call.
+    # counts share it (and a folder scanned for unreadable images is scanned once per process).
+    # Errors are not cached: a fixed folder is picked up by the next call.
     if kind == "digits":
         return _digits()
     if kind == "imagefolder":
-        return _imagefolder(Path(_required(path, "path")), own_val)
+        return _imagefolder(Path(_required(path, "path")), own_val, skip_bad)
     root = Path(path or DEFAULT_TORCHVISION_ROOT).expanduser()
     return _torchvision(_required(name, "name"), root, download, own_val)
 
@@ -222,26 +267,61 @@ def check_class_match(train_root: Path, train_names: list[str], val_root: Path, 
         )
 
 
-def _list_folder(root: Path, names: list[str]) -> _Split:
-    paths: list[str] = []
-    labels: list[int] = []
-    for label, name in enumerate(names):
-        files = _images_in(root / name)
-        if not files:
+def imagefolder_images(path: str | Path) -> list[str]:
+    """Every image file of an image folder, as training and ``hpo validate --deep`` see them: those in the
+    class folders of ``path/train``, ``path/val`` and ``path/test`` when ``path/train`` exists, else of
+    ``path``."""
+    root = Path(path).expanduser()
+    train_root, _ = imagefolder_roots(root)
+    roots = [root / s for s in ("train", "val", "test") if (root / s).is_dir()] if train_root != root else [root]
+    return [f for r in roots for name in class_dirs(r, minimum=0) for f in _images_in(r / name)]
+
+
+def _list_folder(root: Path, names: list[str], skip_bad: bool) -> tuple[_Split, list[tuple[str, str]]]:
+    files = [_images_in(root / name) for name in names]
+    for name, found in zip(names, files, strict=True):
+        if not found:
             raise _empty_class_error(root / name)
-        paths += files
-        labels += [label] * len(files)
-    return _Split(_FileImages(paths), np.asarray(labels, dtype=np.int64))
+    bad = find_unreadable_images([f for found in files for f in found]) if skip_bad else []
+    if bad:
+        dropped = {p for p, _ in bad}
+        for name, found in zip(names, files, strict=True):
+            if all(f in dropped for f in found):
+                raise DataError(
+                    f"dataset.path: every image in class folder {root / name} is unreadable ({len(found)}), "
+                    f"e.g. {found[0]}"
+                )
+        files = [[f for f in found if f not in dropped] for found in files]
+    paths = [f for found in files for f in found]
+    labels = [label for label, found in enumerate(files) for _ in found]
+    return _Split(_FileImages(paths), np.asarray(labels, dtype=np.int64)), bad
 
 
-def _imagefolder(path: Path, own_val: bool) -> _Base:
+def _imagefolder(path: Path, own_val: bool, skip_bad: bool) -> _Base:
     train_root, val_root = imagefolder_roots(path, own_val=own_val)
     names = class_dirs(train_root)
-    val = None
+    val: _Split | None = None
+    val_bad: list[tuple[str, str]] = []
     if val_root is not None:
         check_class_match(train_root, names, val_root, class_dirs(val_root, minimum=0))
-        val = _list_folder(val_root, names)
-    return _Base(_list_folder(train_root, names), val, tuple(names))
+        val, val_bad = _list_folder(val_root, names, skip_bad)
+    train, train_bad = _list_folder(train_root, names, skip_bad)
+    skipped = train_bad + val_bad
+    if skipped:
+        total = len(train.labels) + (len(val.labels) if val is not None else 0) + len(skipped)
+        _log.warning(
+            "dataset %s: skipped %d unreadable image(s) of %d (on_bad_image: skip): %s",
+            path,
+            len(skipped),
+            total,
+            _few_bad(skipped),
+        )
+    return _Base(train, val, tuple(names), tuple(skipped))
+
+
+def _few_bad(bad: Sequence[tuple[str, str]], n: int = _SHOWN_BAD) -> str:
+    shown = "; ".join(f"{p} ({r})" for p, r in bad[:n])
+    return shown + (f"; ... and {len(bad) - n} more" if len(bad) > n else "")
 
 
 # ---------------------------------------------------------------- torchvision datasets
@@ -393,13 +473,57 @@ class ImageSubset(Dataset[tuple[torch.Tensor, int]]):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return self.transform(self.split.images(int(self.indices[i]))), int(self.labels[i])
 
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]] | Unreadable:
+        """A batch of samples, for a DataLoader. In a DataLoader worker an unreadable image comes back as
+        ``Unreadable`` instead of raising (see ``ImageLoader``)."""
+        try:
+            return [self[i] for i in indices]
+        except DataError as e:
+            if get_worker_info() is None:
+                raise
+            return Unreadable(str(e))
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A batch that failed to load in a DataLoader worker, carried to the main process as data.
+
+    torch re-raises a worker's exception with the worker's whole traceback as its message, so its first
+    line would say "Caught DataError in DataLoader worker process 0" rather than which file; ``ImageLoader``
+    raises DataError with this ``message`` (the worker's own one-line message) instead.
+    """
+
+    message: str
+
+
+def _collate(batch: Any) -> Any:
+    return batch if isinstance(batch, Unreadable) else default_collate(batch)
+
+
+class ImageLoader:
+    """A ``DataLoader`` over an ``ImageSubset`` (keyword arguments as DataLoader's) that raises an unreadable
+    image's DataError, naming the file in one line, whether it was decoded in a worker or not."""
+
+    def __init__(self, dataset: Dataset[Any], **kwargs: Any) -> None:
+        self.loader: DataLoader[Any] = DataLoader(dataset, collate_fn=_collate, **kwargs)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        for batch in self.loader:
+            if isinstance(batch, Unreadable):
+                raise DataError(batch.message)
+            yield batch
+
 
 def load_data(cfg: DatasetConfig, *, image_size: int, aug_strength: float, seed: int) -> DataBundle:
     """Train and val datasets for ``cfg``: classes picked, split and subsampled by ``seed``, train samples
     augmented with ``train_transform(aug_strength)``, val samples with ``eval_transform``."""
     path = str(Path(cfg.path).expanduser().resolve()) if cfg.path else None
     own_val = cfg.val_split is None
-    base = _load_base(cfg.type, path, cfg.name, cfg.download, own_val)
+    skip_bad = cfg.type == "imagefolder" and cfg.on_bad_image == "skip"
+    base = _load_base(cfg.type, path, cfg.name, cfg.download, own_val, skip_bad)
     picked = select_classes(base.class_names, cfg.classes)
     remap = np.full(len(base.class_names), -1, dtype=np.int64)
     remap[picked] = np.arange(len(picked))
@@ -430,6 +554,7 @@ def load_data(cfg: DatasetConfig, *, image_size: int, aug_strength: float, seed:
         val=ImageSubset(val_split, val_idx, remap[val_split.labels[val_idx]], eval_transform(image_size)),
         class_names=[base.class_names[i] for i in picked],
         num_classes=len(picked),
+        skipped=base.skipped,
     )
 
 

@@ -11,6 +11,10 @@ are unchanged and ImageNet weights load as torchvision ships them.
 from __future__ import annotations
 
 import os
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -64,9 +68,14 @@ def weight_names(name: str) -> list[str]:
     return ["DEFAULT", *(w.name for w in torchvision.models.get_model_weights(name))]
 
 
-def check_weights(name: str, weights: str | None) -> None:
-    """Cheap check that ``weights`` can be resolved for model ``name`` (the file exists, or the enum name
-    is valid); nothing is downloaded or loaded."""
+def check_weights(name: str, weights: str | None, *, probe: Callable[[str], str | None] | None = None) -> None:
+    """Cheap check that ``weights`` can be resolved for model ``name``: the file exists, or the enum name
+    is valid and its file is in the torch hub cache or can be downloaded. Nothing is downloaded or loaded.
+
+    An enum name whose file is not cached costs one HEAD request to the weights' URL, through ``probe``
+    (default ``probe_url``: ``None`` when reachable, else the reason), bounded to a few seconds; offline
+    that is a ModelError here instead of a failed download on every trial.
+    """
     check_model_name(name)
     if weights is None:
         return
@@ -74,11 +83,59 @@ def check_weights(name: str, weights: str | None) -> None:
         path = Path(weights).expanduser()
         if not path.is_file():
             raise ModelError(f"weights: file not found: {path}")
-    elif weights not in weight_names(name):
+        return
+    url = _weights_enum(name, weights).url
+    cached = cached_weights_path(url)
+    if cached.is_file():
+        return
+    why = (probe or probe_url)(url)
+    if why is not None:
+        raise ModelError(
+            f"weights: {weights} for {name} is not cached at {cached} and cannot be downloaded ({why}); "
+            f"place the file from {url} there or set weights to a local .pt file"
+        )
+
+
+def cached_weights_path(url: str) -> Path:
+    """Where torchvision keeps (and looks for) the file of a weights ``url``: torch hub's ``checkpoints``
+    folder (``$TORCH_HOME/hub/checkpoints``, by default ``~/.cache/torch/hub/checkpoints``)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def probe_url(url: str, timeout: float = 5.0) -> str | None:
+    """``None`` if a HEAD request to ``url`` succeeds within ``timeout`` seconds, else why not (one line).
+
+    The request runs in a daemon thread so a resolver that never answers (an air-gapped machine whose
+    DNS server is unreachable) costs ``timeout`` too, not the resolver's own minute of retries.
+    """
+    answer: list[str | None] = []
+
+    def head() -> None:
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
+            answer.append(None)
+        except urllib.error.HTTPError as e:
+            answer.append(f"HTTP {e.code} {e.reason}")
+        except urllib.error.URLError as e:  # no network, DNS, proxy, TLS
+            answer.append(one_line(e.reason) if isinstance(e.reason, BaseException) else str(e.reason))
+        except (OSError, ValueError) as e:  # a socket timeout, a malformed URL
+            answer.append(one_line(e))
+
+    thread = threading.Thread(target=head, name="hpo-weights-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return answer[0] if answer else f"no answer within {timeout:g}s"
+
+
+def _weights_enum(name: str, weights: str) -> torchvision.models.WeightsEnum:
+    """The torchvision weights called ``weights`` (``DEFAULT`` resolved) for model ``name``; ModelError if none."""
+    if weights not in weight_names(name):
         raise ModelError(
             f"weights: unknown weights {weights!r} for {name} "
             f"(valid: {', '.join(weight_names(name))}, or a path to a .pt file)"
         )
+    enum = torchvision.models.get_model_weights(name)
+    return enum.DEFAULT if weights == "DEFAULT" else enum[weights]
 
 
 def head_path(model: nn.Module) -> str:
@@ -129,10 +186,8 @@ def build_model(name: str, num_classes: int, *, dropout: float, weights: str | N
 
 
 def _pretrained(name: str, weights: str) -> nn.Module:
-    check_weights(name, weights)
-    enum = torchvision.models.get_model_weights(name)
-    chosen = enum.DEFAULT if weights == "DEFAULT" else enum[weights]
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(chosen.url).path)
+    chosen = _weights_enum(name, weights)
+    cached = cached_weights_path(chosen.url)
     try:
         return torchvision.models.get_model(name, weights=chosen)
     except OSError as e:  # URLError is an OSError: no network, DNS, proxy, read-only cache...

@@ -22,25 +22,23 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from trials import early_stopping
 from trials.checkpoint import (
     CHECKPOINT_FORMAT,
-    CHECKPOINT_NAME,
     atomic_save,
     cpu_state,
     rng_state,
     set_rng_state,
 )
 from trials.config import TrainConfig
-from trials.data import load_data
+from trials.data import ImageLoader, load_data
 from trials.errors import TrainConfigError, one_line
 from trials.models import backbone_modules, build_model, split_parameters
+from trials.paths import CHECKPOINT_NAME
+from trials.reporting import CONTINUE, PRUNE, Reporter
 
-Reporter = Callable[[int, Mapping[str, float]], str]
-CONTINUE = "continue"
-PRUNE = "prune"
 METRIC_KEYS = ("val_acc", "val_loss", "train_loss", "lr")
 
 _log = logging.getLogger(__name__)
@@ -232,8 +230,10 @@ def build_scheduler(
 
 def make_loaders(
     train: Dataset[Any], val: Dataset[Any], config: TrainConfig, generator: torch.Generator, *, pin_memory: bool
-) -> tuple[DataLoader[Any], DataLoader[Any]]:
-    """Shuffled train loader drawing from ``generator`` (so the order is reproducible) and a val loader."""
+) -> tuple[ImageLoader, ImageLoader]:
+    """Shuffled train loader drawing from ``generator`` (so the order is reproducible) and a val loader.
+
+    An unreadable image raises DataError naming the file, even when a worker process decoded it."""
     workers = config.num_workers
     common: dict[str, Any] = {
         "batch_size": config.batch_size,
@@ -243,10 +243,10 @@ def make_loaders(
     }
     # A last batch of one sample would crash BatchNorm in train mode; drop only that case.
     n_train = len(train)  # type: ignore[arg-type]  # map-style datasets are sized
-    train_loader = DataLoader(
+    train_loader = ImageLoader(
         train, shuffle=True, generator=generator, drop_last=n_train % config.batch_size == 1, **common
     )
-    return train_loader, DataLoader(val, shuffle=False, **common)
+    return train_loader, ImageLoader(val, shuffle=False, **common)
 
 
 def _seed_everything(seed: int) -> None:

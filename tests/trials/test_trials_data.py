@@ -106,7 +106,7 @@ def test_unreadable_image_is_named_when_loaded(tmp_path: Path, png_tree: Callabl
     bad = tmp_path / "pets" / "dog" / "broken.png"
     bad.write_bytes(b"this is not a png")
     bundle = load(DatasetConfig(type="imagefolder", path=str(tmp_path / "pets"), val_split=0.5))
-    with pytest.raises(DataError, match=f"cannot read image {re.escape(str(bad))}") as info:
+    with pytest.raises(DataError, match=f"unreadable image {re.escape(str(bad))}: cannot identify image file") as info:
         for ds in (bundle.train, bundle.val):
             for i in range(len(ds)):
                 ds[i]

@@ -17,10 +17,13 @@ def config(**changes: object) -> TrainConfig:
     return TrainConfig().replace(**changes)
 
 
-def test_a_good_config_passes(tmp_path: Path, png_tree: Callable[..., Path]) -> None:
+def test_a_good_config_passes(tmp_path: Path, png_tree: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
     png_tree(tmp_path / "pets" / "train", {"cat": 2, "dog": 2})
     png_tree(tmp_path / "pets" / "val", {"cat": 1, "dog": 1})
     (tmp_path / "w.pt").write_bytes(b"not read by preflight")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # torchvision weights: cached (offline-safe)
+    (tmp_path / "torch" / "hub" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "torch" / "hub" / "checkpoints" / "resnet50-0676ba61.pth").write_bytes(b"not read by preflight")
     check(config())
     check(config(weights="IMAGENET1K_V1", model="resnet50"))
     check(config(weights=str(tmp_path / "w.pt")))

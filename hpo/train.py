@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpo import yamlio
+from hpo import files
 from hpo.config import TrainFile, load_train_file
 from hpo.errors import ConfigError
 from trials.errors import TrialsError
+from trials.paths import CHECKPOINT_NAME, METRICS_NAME, MODEL_NAME
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ def train_from_file(
     result = fit(config, None, out, num_threads=num_threads, log=log)  # fit logs one line per epoch
     value = float(result.best_metrics[metric])
     save_model(
-        out / "model.pt",
+        out / MODEL_NAME,
         result.model,
         config,
         num_classes=result.num_classes,
@@ -64,7 +65,7 @@ def train_from_file(
         "history": result.history,
         "provenance": doc.provenance.model_dump() if doc.provenance else None,
     }
-    yamlio.write_atomic(out / "metrics.json", json.dumps(metrics, indent=2, default=float) + "\n")
-    yamlio.write_atomic(out / "config.yaml", yamlio.dumps({"version": doc.version, "train": config.to_dict()}))
-    (out / "checkpoint.pt").unlink(missing_ok=True)  # the run finished: nothing to resume
+    files.write_atomic(out / METRICS_NAME, json.dumps(metrics, indent=2, default=float) + "\n")
+    files.write_atomic(out / "config.yaml", files.dumps({"version": doc.version, "train": config.to_dict()}))
+    (out / CHECKPOINT_NAME).unlink(missing_ok=True)  # the run finished: nothing to resume
     return TrainRun(out, metric, value, tuned, result.status, result.epochs_run, result.best_epoch)

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import hpo
+from hpo import files
 from hpo import study as studies
-from hpo import yamlio
 from hpo.config import EXPORT_FORMAT, Provenance, TrainFile
 from hpo.errors import HpoError
 from storage import close_storage, open_storage, storage_errors, strip_password
@@ -52,9 +52,9 @@ def export_best(storage_url: str, study_name: str, output: str | Path) -> Export
     )
     text = (
         f"# Best config of study {study_name!r} (trial {best.number}, {metric}={best.value:.6g}), exported by hpo.\n"
-        f"# Train it for production with: hpo train {Path(output).name} --output runs/prod\n" + yamlio.dumps(doc)
+        f"# Train it for production with: hpo train {Path(output).name} --output runs/prod\n" + files.dumps(doc)
     )
-    path = yamlio.write_atomic(output, text)
+    path = files.write_atomic(output, text)
     return Exported(path, best.number, float(best.value or 0.0), metric, text)
 
 

@@ -1,4 +1,5 @@
-"""How a trial task ended, from what Ray handed back: the trial's Optuna state, value and reason. Pure."""
+"""How a trial task ended, from what Ray handed back: the trial's Optuna state, value, reason, and for a
+failure its ``FailureKind`` (decided by the exception's type, never by its message). Pure."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ from typing import Any
 import ray.exceptions
 
 from hpo import study as studies
-from hpo.coordinator import Outcome
+from hpo.coordinator.messages import FailureKind, Outcome
+from trials.errors import DataError, ModelError
 
-#: Failures of the machinery, not of the trial's own code: worth running the same params again.
-RETRYABLE_PREFIXES = ("worker died", "node died", "driver lost")
+#: Raised inside a trial, these are not the hyperparameters' fault: every trial would fail the same way
+#: (unreadable data, weights that cannot be loaded, a workload that does not import or names what does
+#: not exist). The sweep stops at the first one.
+ENVIRONMENT_ERRORS: tuple[type[BaseException], ...] = (DataError, ModelError, ImportError, NameError, SyntaxError)
 
 
 def from_result(result: Mapping[str, Any], metric: str) -> Outcome:
@@ -33,20 +37,29 @@ def from_result(result: Mapping[str, Any], metric: str) -> Outcome:
         return Outcome("PRUNED", None, None, attrs)
     metrics = result.get("best_metrics") or {}
     if metric not in metrics:
-        return Outcome("FAIL", None, f"the trial returned no {metric!r} metric", attrs)
+        return Outcome.fail(FailureKind.TRIAL, f"the trial returned no {metric!r} metric", attrs)
     value = metrics[metric]
     if value is None or not math.isfinite(float(value)):
-        return Outcome("FAIL", None, f"final {metric} is {value}, not a finite number", attrs)
+        return Outcome.fail(FailureKind.TRIAL, f"final {metric} is {value}, not a finite number", attrs)
     return Outcome("COMPLETE", float(value), None, attrs)
 
 
 def from_error(exc: BaseException) -> Outcome:
     """A trial task raised, or its worker or node died."""
-    return Outcome("FAIL", None, describe_error(exc))
+    return Outcome.fail(kind_of(exc), describe_error(exc))
 
 
-def is_retryable(reason: str | None) -> bool:
-    return bool(reason) and reason.startswith(RETRYABLE_PREFIXES)  # type: ignore[union-attr]
+def kind_of(exc: BaseException) -> FailureKind:
+    """What kind of failure ``exc`` (as ``ray.get`` raised it) is."""
+    e = ray.exceptions
+    if isinstance(exc, e.TaskCancelledError):
+        return FailureKind.INTERRUPTED
+    if isinstance(exc, e.NodeDiedError | e.WorkerCrashedError | e.LocalRayletDiedError):
+        return FailureKind.INFRA
+    cause = getattr(exc, "cause", None) if isinstance(exc, e.RayTaskError) else exc
+    if isinstance(cause, ENVIRONMENT_ERRORS):
+        return FailureKind.ENVIRONMENT
+    return FailureKind.TRIAL
 
 
 def describe_error(exc: BaseException) -> str:

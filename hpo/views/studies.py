@@ -7,7 +7,7 @@ from typing import Any
 import optuna
 
 from hpo import study as studies
-from hpo.status import StudyStatus, summarize
+from hpo.views.status import StudyStatus, summarize
 from storage import close_storage, open_storage, storage_errors
 
 

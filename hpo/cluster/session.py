@@ -1,0 +1,128 @@
+"""Start or join the Ray cluster a sweep runs on, and size the sweep to it. Driver side only."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from hpo.errors import ClusterError
+
+
+@dataclass(frozen=True)
+class RayInfo:
+    address: str  # "local" when hpo started Ray itself
+    started_here: bool
+    cpus: float
+    gpus: float
+    temp_dir: str | None
+
+    def describe(self) -> str:
+        if self.temp_dir:
+            return f"local Ray ({self.cpus:g} CPUs, {self.gpus:g} GPUs; logs in {self.temp_dir})"
+        return f"Ray at {self.address} ({self.cpus:g} CPUs, {self.gpus:g} GPUs)"
+
+
+def default_temp_dir() -> str:
+    """Where a local Ray keeps its session files and logs (printed at start; ``HPO_RAY_TMPDIR`` moves it)."""
+    return os.environ.get("HPO_RAY_TMPDIR") or str(Path(tempfile.gettempdir()) / f"hpo-ray-{os.getuid()}")
+
+
+def runtime_env_for_cluster() -> dict[str, Any]:
+    """Ship ``trials`` and ``hpo`` (and ``storage``) to a remote cluster's workers with the job."""
+    import hpo
+    import storage
+    import trials
+
+    return {"py_modules": [str(Path(m.__file__).parent) for m in (hpo, trials, storage)]}  # type: ignore[arg-type]
+
+
+def local_init_options(temp_dir: str) -> dict[str, Any]:
+    """``ray.init`` options for a local Ray. No ``num_cpus``: Ray counts the CPUs this process may use
+    (cgroup quotas included), where ``os.cpu_count()`` would count the host's and oversubscribe a container."""
+    return {
+        "include_dashboard": False,
+        "logging_level": logging.WARNING,
+        "log_to_driver": False,
+        "_temp_dir": temp_dir,
+    }
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None, *, temp_dir: str | None = None) -> Iterator[RayInfo]:
+    """Join the Ray cluster at ``address`` (or ``$RAY_ADDRESS``), or start a local one; shut down what we started.
+
+    A Ray already initialised in this process (a notebook, a test) is used as it is.
+    """
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if ray.is_initialized():
+        yield _info("existing", False, None)
+        return
+    if address:
+        _join(address)
+        info = _info(address, True, None)
+    else:
+        temp_dir = temp_dir or default_temp_dir()
+        Path(temp_dir).mkdir(parents=True, exist_ok=True)
+        # Ray 2.60 would otherwise enable token auth and write ~/.ray/auth_token on a local start.
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        ray.init(**local_init_options(temp_dir))
+        info = _info("local", True, temp_dir)
+    from hpo.cluster import watchdog
+
+    guard = watchdog.start_for(os.getpid()) if info.address == "local" else None
+    try:
+        yield info
+    finally:
+        ray.shutdown()
+        if guard is not None and guard.stdin is not None:
+            guard.stdin.close()  # the watchdog stops whatever Ray left behind, then exits
+            guard.wait(10)
+
+
+def _join(address: str) -> None:
+    _probe(address)
+    try:
+        ray.init(
+            address=address,
+            runtime_env=runtime_env_for_cluster(),
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+        )
+    except Exception as e:  # Ray raises ConnectionError, RuntimeError, ValueError... for the same thing
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ClusterError(f"cannot join the Ray cluster at {address}: {first}") from e
+
+
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, with one line, when nothing listens at a host:port cluster address (Ray itself
+    retries for minutes)."""
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto", or a form Ray resolves itself
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ClusterError(f"cannot join the Ray cluster at {address}: {e.strerror or e}") from e
+
+
+def _info(address: str, started: bool, temp_dir: str | None) -> RayInfo:
+    res = ray.cluster_resources()
+    return RayInfo(address, started, float(res.get("CPU", 0)), float(res.get("GPU", 0)), temp_dir)
+
+
+def fit_parallel(info: RayInfo, cpus_per_trial: float, gpus_per_trial: float) -> int:
+    """How many trials the cluster's resources run at once."""
+    by_cpu = int(info.cpus // cpus_per_trial) if cpus_per_trial > 0 else 10**6
+    by_gpu = int(info.gpus // gpus_per_trial) if gpus_per_trial > 0 else 10**6
+    return max(1, min(by_cpu, by_gpu))

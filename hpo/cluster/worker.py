@@ -1,0 +1,150 @@
+"""The trial task, on a Ray worker: run the workload on one trial's training config, reporting each epoch
+to the coordinator, and return a JSON-safe summary.
+
+Workers import this module, ``hpo.coordinator.actor`` and ``trials`` only (no Optuna, no database driver;
+tested). Trial tasks are never retried by Ray (``max_retries=0``): the sweep loop sees the failure, records
+it, and applies its own retry policy.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import ray
+
+from trials.paths import CHECKPOINT_NAME
+from trials.reporting import Reporter
+
+
+class Workload(Protocol):
+    """What a trial runs on a worker: train with ``config``, report each epoch, return a summary.
+
+    The summary has ``status`` (completed | early_stopped | pruned), ``best_metrics`` (a dict with the
+    study's metric), and optionally ``epochs_run``, ``best_epoch``, ``resumed_from_epoch``, ``timings``.
+    """
+
+    def __call__(
+        self, config: dict[str, Any], reporter: Reporter, checkpoint_dir: str, *, num_threads: int | None
+    ) -> dict[str, Any]: ...
+
+
+def train_workload(
+    config: dict[str, Any], reporter: Reporter, checkpoint_dir: str, *, num_threads: int | None
+) -> dict[str, Any]:
+    """The default workload: ``trials.train.fit`` on the trial's training config."""
+    from trials.config import TrainConfig
+    from trials.train import fit
+
+    result = fit(TrainConfig.from_dict(config), reporter, checkpoint_dir, num_threads=num_threads)
+    summary = result.summary()
+    # a finished trial never resumes; its epoch checkpoint (a full model) is only disk to reclaim
+    Path(checkpoint_dir, CHECKPOINT_NAME).unlink(missing_ok=True)
+    return summary
+
+
+@dataclass(frozen=True)
+class TrialRun:
+    """One trial as the driver submits it to a worker."""
+
+    trial_id: int
+    config: dict[str, Any]
+    checkpoint_dir: str
+    resume_from: str | None = None  # the checkpoint folder of the failed trial this one retries
+    num_threads: int | None = None
+    tensorboard_dir: str | None = None
+    submitted_at: float | None = None  # time.time() at submission
+
+
+class Abandoned(RuntimeError):
+    """The trial was finished (told) before a worker started it: nothing is run."""
+
+
+def run_trial(run: TrialRun, coordinator: Any, workload: Workload) -> dict[str, Any]:
+    """The body of a trial task, on a worker."""
+    started = time.time()
+    ctx = ray.get_runtime_context()
+    node = {
+        "id": ctx.get_node_id(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "gpus": [str(g) for g in ray.get_gpu_ids()],
+    }
+    # where and in which process the trial runs, for the dashboard and fault handling; waited for, so that
+    # it is recorded before any report, and so that a trial the driver has given up on does not run
+    if not ray.get(coordinator.started.remote(run.trial_id, node)):
+        raise Abandoned(f"trial {run.trial_id} was finished before a worker started it")
+
+    writer = _tensorboard(run.tensorboard_dir, run.config)
+
+    def reporter(epoch: int, metrics: Mapping[str, float]) -> str:
+        values = {k: float(v) for k, v in metrics.items()}
+        if writer is not None:
+            for key, value in values.items():
+                writer.add_scalar(key, value, epoch)
+            writer.flush()
+        return str(ray.get(coordinator.report.remote(run.trial_id, epoch, values)))
+
+    Path(run.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+    if run.resume_from and run.resume_from != run.checkpoint_dir:
+        src = Path(run.resume_from, CHECKPOINT_NAME)
+        if src.is_file():  # a retry continues from the failed trial's last epoch
+            shutil.copy2(src, Path(run.checkpoint_dir, CHECKPOINT_NAME))
+    try:
+        summary = workload(run.config, reporter, run.checkpoint_dir, num_threads=run.num_threads)
+    finally:
+        if writer is not None:
+            writer.close()
+        _release_gpu_memory()
+    summary["node"] = node
+    summary["duration_s"] = time.time() - started
+    if run.submitted_at is not None:  # waiting for a worker and its resources (clocks of other hosts may differ)
+        summary["queued_s"] = max(0.0, started - run.submitted_at)
+    return summary
+
+
+def _tensorboard(log_dir: str | None, config: dict[str, Any]) -> Any:
+    """A TensorBoard writer for one trial's run directory (its config as text), or None."""
+    if not log_dir:
+        return None
+    import json
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=log_dir)
+    writer.add_text("train_config", "```\n" + json.dumps(config, indent=2, sort_keys=True) + "\n```", 0)
+    return writer
+
+
+def _release_gpu_memory() -> None:
+    """Return cached CUDA memory so the next trial on a shared GPU gets it (workers are reused)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def trial_task(cpus: float, gpus: float) -> Any:
+    """The remote trial function with these resources. Workers are reused across trials (``max_calls=0``;
+    Ray's default for GPU tasks is a fresh process each time, which costs seconds of imports per trial)."""
+    return ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0, max_calls=0)(run_trial)
+
+
+def warm_workers(cpus: float, gpus: float, workload: Workload, n: int) -> list[Any]:
+    """Start ``n`` workers of a trial's shape that import what a trial imports (torch for the default
+    workload), while the coordinator starts: Ray reuses them for the first trials. Nothing waits for them."""
+    warm = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0, max_calls=0)(_import_workload)
+    return [warm.remote(workload) for _ in range(n)]
+
+
+def _import_workload(workload: Workload) -> int:
+    # unpickling ``workload`` imported its module; the default workload imports the training stack lazily
+    if workload is train_workload:
+        import trials.train  # noqa: F401
+    return os.getpid()

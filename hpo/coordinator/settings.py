@@ -1,0 +1,61 @@
+"""Everything a coordinator needs to run one sweep's study, as one typed value built once by the driver.
+
+Plain data: it travels to the coordinator's Ray actor as a whole (pickled), and tests and benchmarks build
+one directly. ``from_config`` is the only place that reads a ``SweepConfig`` for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hpo.coordinator.pruning import MedianRule
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
+
+    from hpo.config import SweepConfig
+
+
+@dataclass(frozen=True)
+class CoordinatorSettings:
+    storage_url: str
+    study_name: str
+    metric: str
+    direction: str  # maximize | minimize
+    distributions: dict[str, BaseDistribution]
+    base_config: dict[str, Any]
+    fixed_params: dict[str, Any]
+    checkpoint_root: str
+    sampler: str = "tpe"
+    seed: int | None = None
+    rule: MedianRule | None = None
+    parallel: int = 1
+    retry_timeout: float = 60.0
+    lease: dict[str, Any] | None = field(default=None)  # the driver's lease, renewed by the coordinator
+
+    @classmethod
+    def from_config(cls, cfg: SweepConfig, *, parallel: int, lease: dict[str, Any] | None) -> CoordinatorSettings:
+        space = cfg.space
+        return cls(
+            storage_url=cfg.storage or "",
+            study_name=cfg.study_name,
+            metric=cfg.study.metric,
+            direction=str(cfg.direction),
+            distributions=dict(space.distributions),
+            base_config=cfg.base_train.to_dict(),
+            fixed_params=dict(space.fixed),
+            checkpoint_root=checkpoint_root(cfg),
+            sampler=cfg.study.sampler.name,
+            seed=cfg.study.sampler.seed,
+            rule=cfg.pruner.rule(),
+            parallel=parallel,
+            retry_timeout=cfg.storage_options.retry_timeout,
+            lease=lease,
+        )
+
+
+def checkpoint_root(cfg: SweepConfig) -> str:
+    """Where a sweep's trials keep their checkpoints: ``output_dir/<study>``."""
+    return str(Path(cfg.output_dir).expanduser().resolve() / cfg.study_name)

@@ -1,0 +1,180 @@
+"""The sweep loop's bookkeeping, as a pure object: counts by state, the best trial, the failure budget, the
+target, what is in flight, and why the sweep stops. No Ray, no Optuna: tested by tables
+(``tests/test_ledger.py``).
+
+The counts mirror the study's: a trial is RUNNING from the moment it is asked (it is RUNNING in the
+database then) until it is told, whether or not a worker ever ran it.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from hpo.coordinator.messages import FailureKind, Told
+
+
+class StopReason(str, enum.Enum):
+    """Why a sweep stopped (or will stop once its running trials finish), and the exit code it maps to."""
+
+    TARGET_REACHED = "target reached"
+    NOTHING_TO_DO = "nothing to do"
+    TIMEOUT = "timeout"
+    FAILURE_BUDGET = "failure budget"
+    ENVIRONMENT = "environment"  # a failure no hyperparameters could fix: data, weights, the workload
+    INTERRUPTED = "interrupted"  # Ctrl-C once: running trials finished
+    CANCELLED = "cancelled"  # Ctrl-C twice: running trials cancelled
+
+    @property
+    def exit_code(self) -> int:
+        return _EXIT_CODES[self]
+
+
+_EXIT_CODES = {
+    StopReason.TARGET_REACHED: 0,
+    StopReason.NOTHING_TO_DO: 0,
+    StopReason.TIMEOUT: 0,
+    StopReason.FAILURE_BUDGET: 1,
+    StopReason.ENVIRONMENT: 1,
+    StopReason.INTERRUPTED: 130,
+    StopReason.CANCELLED: 130,
+}
+
+
+@dataclass(frozen=True)
+class Best:
+    number: int
+    value: float
+    params: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"number": self.number, "value": self.value, "params": self.params}
+
+
+def better(value: float, than: float, direction: str) -> bool:
+    """Whether ``value`` beats ``than`` (a tie does not: the earlier trial keeps the lead, as in
+    ``hpo.study.select_best``)."""
+    return value > than if direction == "maximize" else value < than
+
+
+@dataclass
+class Ledger:
+    target: int  # finished trials (COMPLETE + PRUNED) the study should reach
+    max_failures: int
+    direction: str
+    counts: dict[str, int]
+    best: Best | None = None
+    stop: StopReason | None = None  # None while the sweep launches new trials
+    failed_now: int = 0  # failures in this sweep that spend the budget
+    launched: int = 0
+    asking: int = 0  # asks sent to the coordinator, not answered yet
+    waiting: int = 0  # asked (or retries created) and not launched yet
+    running: int = 0  # launched, not finished
+    telling: int = 0  # finished, told, the answer not read yet
+    environment_failure: str | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        self.counts = {s: int(self.counts.get(s, 0)) for s in ("RUNNING", "WAITING", "COMPLETE", "PRUNED", "FAIL")}
+
+    # ---- what is where
+    def finished(self) -> int:
+        return self.counts["COMPLETE"] + self.counts["PRUNED"]
+
+    def committed(self) -> int:
+        """Trials finished or on their way: told (or being told), running, waiting, being asked."""
+        return self.finished() + self.telling + self.running + self.waiting + self.asking
+
+    @property
+    def launching(self) -> bool:
+        return self.stop is None
+
+    def asks_wanted(self, parallel: int, ahead: int) -> int:
+        """How many trials to ask now: enough for the free slots and ``ahead`` more, never past the target."""
+        if not self.launching:
+            return 0
+        free = parallel + ahead - self.running - self.waiting - self.asking
+        return max(0, min(free, self.target - self.committed()))
+
+    def more_needed(self) -> bool:
+        """Nothing runs, but the target is not reached by what is finished or on its way."""
+        return self.launching and self.committed() < self.target
+
+    # ---- events
+    def asked(self, n: int = 1) -> None:
+        self.asking += n
+
+    def answered(self) -> None:
+        """An ask came back: the trial exists (RUNNING in the study) and waits for a slot."""
+        self.asking -= 1
+        self.waiting += 1
+        self.counts["RUNNING"] += 1
+
+    def retry_created(self) -> None:
+        self.waiting += 1
+        self.counts["RUNNING"] += 1
+
+    def launch(self) -> None:
+        self.waiting -= 1
+        self.running += 1
+        self.launched += 1
+
+    def ended(self) -> None:
+        """A running trial's task ended; its tell follows."""
+        self.running -= 1
+
+    def telling_started(self) -> None:
+        self.telling += 1
+
+    def told(self, told: Told, kind: FailureKind | None, *, pending: bool = False) -> None:
+        """A trial was told and this is the coordinator's summary. ``pending``: its tell was counted in
+        ``telling``. Updates the counts, the best trial and the failure budget."""
+        if pending:
+            self.telling -= 1
+        self.counts["RUNNING"] = max(0, self.counts["RUNNING"] - 1)
+        self.counts[told.state] = self.counts.get(told.state, 0) + 1
+        improved = told.value is not None and math.isfinite(told.value)
+        if (
+            told.state == "COMPLETE"
+            and improved
+            and (self.best is None or better(told.value, self.best.value, self.direction))
+        ):
+            self.best = Best(told.number, told.value, told.params)  # type: ignore[arg-type]
+        if told.state == "FAIL" and kind is not None and kind.spends_budget:
+            self.failed_now += 1
+        if told.state == "FAIL" and kind is not None and kind.stops_sweep and self.environment_failure is None:
+            self.environment_failure = told.reason or "a failure that is not the hyperparameters' fault"
+
+    def reaped(self, n_reaped: int, n_retries: int) -> None:
+        """Trials a lost driver left RUNNING were told FAIL; ``n_retries`` new trials run them again."""
+        self.counts["RUNNING"] += n_retries - n_reaped
+        self.counts["FAIL"] += n_reaped
+        self.waiting += n_retries
+
+    def not_started(self, n: int = 1) -> None:
+        """``n`` waiting trials are about to be told FAIL (not started)."""
+        self.waiting -= n
+
+    # ---- stopping
+    def check(self, *, past_deadline: bool, draining: bool) -> StopReason | None:
+        """Decide whether to stop launching; returns the reason when it has just been decided."""
+        if self.stop is not None:
+            return None
+        if self.environment_failure is not None:
+            self.stop = StopReason.ENVIRONMENT
+        elif self.failed_now > self.max_failures:
+            self.stop = StopReason.FAILURE_BUDGET
+        elif draining:
+            self.stop = StopReason.INTERRUPTED
+        elif past_deadline:
+            self.stop = StopReason.TIMEOUT
+        return self.stop
+
+    def cancelled(self) -> None:
+        """Ctrl-C twice: a sweep already stopping for its own reason keeps that reason."""
+        if self.stop in (None, StopReason.INTERRUPTED, StopReason.TIMEOUT):
+            self.stop = StopReason.CANCELLED
+
+    def final_reason(self) -> StopReason:
+        return self.stop or StopReason.TARGET_REACHED

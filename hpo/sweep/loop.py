@@ -1,0 +1,286 @@
+"""The sweep loop: ask, dispatch on Ray, tell, until the study has its target of finished trials.
+
+One ``step`` reads as the loop's contract: decide whether to stop launching, fill free slots, read what
+came back, wait for a trial to end and tell it. The bookkeeping is the pure ``Ledger``; this class only
+moves Ray object references around. The driver holds no database connection here: every read and write
+goes through the coordinator actor.
+
+Every way out of the loop tells the trials it holds: running ones are cancelled and told FAIL
+(interrupted), asked ones that never started are told FAIL (not started), so no trial is left RUNNING in
+a study another sweep may own next.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from typing import Any
+
+import ray
+
+from hpo.cluster.worker import TrialRun, Workload, trial_task
+from hpo.config import SweepConfig
+from hpo.coordinator.messages import Asked, FailureKind, Outcome, Told
+from hpo.errors import SweepError
+from hpo.progress import Observer
+from hpo.sweep import lease, outcomes
+from hpo.sweep.ledger import Ledger, StopReason
+from hpo.sweep.prepare import DRIVER_LOST
+from hpo.sweep.stop import Stopper
+from storage import StorageError
+
+TICK_SECONDS = 1.0
+ASK_AHEAD = 2  # at most this many trials asked ahead of a free slot
+NOT_STARTED = "not started: the sweep stopped"
+WIND_DOWN_TIMEOUT = 30.0  # seconds a best-effort tell may take on the way out of a failed loop
+
+
+class SweepLoop:
+    def __init__(
+        self,
+        cfg: SweepConfig,
+        coordinator: Any,
+        *,
+        parallel: int,
+        workload: Workload,
+        observer: Observer,
+        stopper: Stopper,
+        ledger: Ledger,
+    ) -> None:
+        res = cfg.resources
+        self.cfg, self.c, self.parallel, self.workload = cfg, coordinator, parallel, workload
+        self.obs, self.stopper, self.ledger = observer, stopper, ledger
+        self.task = trial_task(res.cpus_per_trial, res.gpus_per_trial)
+        self.threads = max(1, int(res.cpus_per_trial))
+        # Beyond the free slots, this many trials are asked ahead, so that freed slots start them at once (with
+        # one slot there is nothing to overlap: the ask would only queue behind the trial's reports).
+        self.ahead = min(parallel, ASK_AHEAD) if parallel > 1 else 0
+        self.asking: list[ray.ObjectRef] = []  # asks sent, answers not read
+        self.ready: list[Asked] = []  # asked (or retries), waiting for a slot
+        self.running: dict[ray.ObjectRef, Asked] = {}
+        self.telling: dict[ray.ObjectRef, FailureKind | None] = {}  # tells sent, summaries not read
+        self.deadline = time.monotonic() + cfg.study.timeout if cfg.study.timeout else math.inf
+        self._last_tick = self._last_beat = time.monotonic()
+        self._live: ray.ObjectRef | None = None  # the coordinator's answers to the progress view and heartbeat
+        self._beat: ray.ObjectRef | None = None
+
+    # ----------------------------------------------------------------------------------------------
+    def run(self, orphans: list[int]) -> None:
+        """Reap what a lost driver left, then step until the sweep is done; the ledger says why it stopped."""
+        ended = False
+        try:
+            self._reap(orphans)
+            while self.step():
+                pass
+            self._wind_down()
+            ended = True
+        except StorageError as e:
+            raise SweepError(
+                f"lost the storage for more than storage_options.retry_timeout="
+                f"{self.cfg.storage_options.retry_timeout:g}s: {e}; finished trials are saved, "
+                "running ones will be marked FAIL by the next sweep"
+            ) from e
+        finally:
+            if not ended:
+                self._abandon()
+
+    def step(self) -> bool:
+        """One turn of the loop; False once nothing runs and nothing more will start."""
+        self.stopper.announce(self.obs)
+        past_deadline = time.monotonic() >= self.deadline
+        reason = self.ledger.check(past_deadline=past_deadline, draining=self.stopper.draining)
+        if reason is not None:
+            self._announce(reason)
+        if self.stopper.cancelling:
+            self._cancel_running()
+            return False
+        self._fill_slots()
+        self._read_tells(wait=not self.running)
+        self._background(wait=not self.running)
+        if not self.running:
+            return self.ledger.more_needed()  # a tell just read came back FAIL: the target needs another trial
+        done, _ = ray.wait(list(self.running), num_returns=1, timeout=0.5)
+        ended = [(self.running.pop(ref), self._outcome(ref)) for ref in done]
+        for _ in ended:
+            self.ledger.ended()
+        if all(o.state != "FAIL" for _, o in ended):  # a failure may spend the budget: tell it first
+            self._start_waiting()  # a freed slot starts a trial asked ahead before the finished one is told
+        for asked, outcome in ended:
+            self._tell(asked, outcome)
+        return True
+
+    # ----------------------------------------------------------------------------------------------
+    def _announce(self, reason: StopReason) -> None:
+        led = self.ledger
+        if reason is StopReason.FAILURE_BUDGET:
+            self.obs.message(
+                f"stopping: {led.failed_now} trials failed in this sweep (max_failures={self.cfg.max_failures}); "
+                "waiting for running trials"
+            )
+        elif reason is StopReason.ENVIRONMENT:
+            self.obs.message(
+                f"stopping: {led.environment_failure} - not the hyperparameters' fault, so every trial would fail "
+                "the same way; fix it and run the sweep again (waiting for running trials)"
+            )
+        elif reason is StopReason.TIMEOUT:
+            self.obs.message(
+                f"study.timeout of {self.cfg.study.timeout:g}s reached: no new trials; waiting for running ones"
+            )
+
+    def _fill_slots(self) -> None:
+        n = self.ledger.asks_wanted(self.parallel, self.ahead)
+        self.asking.extend(self.c.ask.remote() for _ in range(n))
+        self.ledger.asked(n)
+        self._start_waiting()
+
+    def _start_waiting(self) -> None:
+        """A retry or a trial asked ahead takes each free slot (a retry replaces the trial it retries, so it
+        does not count against the target)."""
+        while self.ledger.launching and len(self.running) < self.parallel and (self.ready or self.asking):
+            if not self.ready:
+                self._answered(self.asking.pop(0))
+            self._launch(self.ready.pop(0))
+
+    def _answered(self, ref: ray.ObjectRef) -> None:
+        self.ready.append(call(ref))
+        self.ledger.answered()
+
+    def _launch(self, asked: Asked) -> None:
+        cfg = self.cfg
+        root = asked.checkpoint_dir.rsplit("/", 1)[0]
+        run = TrialRun(
+            trial_id=asked.trial_id,
+            config=asked.train_config,
+            checkpoint_dir=asked.checkpoint_dir,
+            resume_from=asked.resume_from,
+            num_threads=self.threads,
+            tensorboard_dir=f"{root}/tensorboard/trial-{asked.number:05d}" if cfg.tensorboard else None,
+            submitted_at=time.time(),
+        )
+        self.running[self.task.remote(run, self.c, self.workload)] = asked
+        self.ledger.launch()
+
+    def _tell(self, asked: Asked, outcome: Outcome) -> None:
+        if outcome.state != "FAIL":  # the summary is read later: nothing waits for it
+            self.telling[self.c.tell.remote(asked.trial_id, outcome)] = None
+            self.ledger.telling_started()
+            return
+        # a failure is told at once: it may spend the budget, stop the sweep, or queue a retry
+        kind = outcome.kind or FailureKind.TRIAL
+        if kind.retryable and asked.attempt <= self.cfg.retries and self.ledger.launching:
+            told, retry = call(self.c.fail_and_retry.remote(asked.trial_id, outcome))
+            self.ready.append(retry)
+            self.ledger.retry_created()
+        else:
+            told = call(self.c.tell.remote(asked.trial_id, outcome))
+        self._record(told, kind)
+
+    def _record(self, told: Told, kind: FailureKind | None, *, pending: bool = False) -> None:
+        self.ledger.told(told, kind, pending=pending)
+        best = self.ledger.best.as_dict() if self.ledger.best else None
+        self.obs.trial_finished(told.as_dict(), self.ledger.counts, best)
+
+    def _read_tells(self, wait: bool) -> None:
+        if not self.telling:
+            return
+        refs = list(self.telling)
+        done = refs if wait else ray.wait(refs, num_returns=len(refs), timeout=0)[0]
+        for ref in done:
+            self._record(call(ref), self.telling.pop(ref), pending=True)
+
+    def _background(self, wait: bool) -> None:
+        """The progress view and the lease's heartbeat: asked now, their answers read once they are there (the
+        coordinator may be busy with tells and asks, and a trial may finish meanwhile)."""
+        now = time.monotonic()
+        if self._live is None and now - self._last_tick >= TICK_SECONDS:
+            self._last_tick, self._live = now, self.c.live.remote()
+        if self._beat is None and now - self._last_beat >= lease.HEARTBEAT:
+            self._last_beat, self._beat = now, self.c.heartbeat.remote()
+        if self._live is not None and _ready(self._live, wait=wait):
+            best = self.ledger.best.as_dict() if self.ledger.best else None
+            self.obs.tick(call(self._live), self.ledger.counts, best)
+            self._live = None
+        if self._beat is not None and _ready(self._beat, wait=wait):
+            if not call(self._beat):
+                raise SweepError(f"another hpo sweep took study {self.cfg.study_name!r} over; stopping this one")
+            self._beat = None
+
+    def _reap(self, orphans: list[int]) -> None:
+        """Fail the trials a lost driver left RUNNING; rerun them (up to the target) from their checkpoints."""
+        if not orphans:
+            return
+        limit = max(0, self.ledger.target - self.ledger.finished())
+        reaped, retries = call(self.c.reap.remote(orphans, DRIVER_LOST, self.cfg.retries, limit))
+        self.ledger.reaped(len(reaped), len(retries))
+        self.ready.extend(retries)
+        self.obs.message(
+            f"marked {len(reaped)} trial(s) left RUNNING by a lost driver as FAIL: {reaped}"
+            + (f"; running {len(retries)} of them again from their last checkpoints" if retries else "")
+        )
+
+    def _cancel_running(self) -> None:
+        """Ctrl-C twice: cancel the running trials and tell them FAIL (interrupted)."""
+        self.ledger.cancelled()
+        for ref, asked in list(self.running.items()):
+            ray.cancel(ref, force=True)
+            del self.running[ref]
+            self.ledger.ended()
+            self._tell(asked, Outcome.fail(FailureKind.INTERRUPTED, "interrupted"))
+
+    def _wind_down(self) -> None:
+        """Tell the trials asked ahead, and the retries, that the sweep stopped before they could start."""
+        while self.asking:
+            self._answered(self.asking.pop(0))
+        while self.ready:
+            asked = self.ready.pop(0)
+            self.ledger.not_started()
+            outcome = Outcome.fail(FailureKind.NOT_STARTED, NOT_STARTED)
+            self._record(call(self.c.tell.remote(asked.trial_id, outcome)), FailureKind.NOT_STARTED)
+        self._read_tells(wait=True)
+
+    def _abandon(self) -> None:
+        """On the way out of a loop that raised: cancel what runs and tell every trial this sweep holds, as far
+        as the coordinator can still be reached (each call bounded in time)."""
+        for ref in self.running:
+            ray.cancel(ref, force=True)
+        stopped = Outcome.fail(FailureKind.INTERRUPTED, "interrupted: the sweep stopped on an error")
+        unstarted = Outcome.fail(FailureKind.NOT_STARTED, NOT_STARTED)
+        held = list(self.running.values())
+        self.running.clear()
+        with contextlib.suppress(Exception):
+            refs = [self.c.tell.remote(a.trial_id, stopped) for a in held]
+            refs += [self.c.tell.remote(a.trial_id, unstarted) for a in self.ready]
+            self.ready.clear()
+            for ref in self.asking:
+                asked = ray.get(ref, timeout=WIND_DOWN_TIMEOUT)
+                refs.append(self.c.tell.remote(asked.trial_id, unstarted))
+            self.asking.clear()
+            ray.get(refs + list(self.telling), timeout=WIND_DOWN_TIMEOUT)
+
+    def _outcome(self, ref: ray.ObjectRef) -> Outcome:
+        """How the trial task ``ref`` ended (it has ended)."""
+        try:
+            return outcomes.from_result(ray.get(ref), self.cfg.study.metric)
+        except ray.exceptions.RayActorError as e:
+            raise SweepError(f"the coordinator died: {outcomes.describe_error(e)}") from e
+        except ray.exceptions.RayError as e:
+            return outcomes.from_error(e)
+
+
+def _ready(ref: Any, *, wait: bool) -> bool:
+    """Whether the answer ``ref`` is there (``wait``: once it is)."""
+    return bool(ray.wait([ref], num_returns=1, timeout=None if wait else 0)[0])
+
+
+def call(ref: Any) -> Any:
+    """``ray.get`` on a coordinator call; a dead coordinator ends the sweep with one line."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayActorError as e:
+        raise SweepError(f"the coordinator died: {outcomes.describe_error(e)}") from e
+    except ray.exceptions.RayTaskError as e:
+        cause = getattr(e, "cause", None)
+        if cause is not None:
+            raise cause from None
+        raise

@@ -1,0 +1,99 @@
+"""Before the loop: create the schema and the study, take its lease (atomically), warm-start, and find the
+trials a lost driver left RUNNING. Then close the connections: while trials run, the coordinator is the
+only database client."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import hpo
+from hpo import study as studies
+from hpo.config import SweepConfig, load_train_file
+from hpo.errors import StudyBusyError
+from hpo.sweep import lease
+from hpo.sweep.ledger import Best
+from storage import close_storage, open_storage, storage_errors
+
+DRIVER_LOST = "driver lost: the trial was RUNNING when a new sweep on its study started"
+
+
+@dataclass
+class Prepared:
+    finished: int
+    counts: dict[str, int]
+    best: Best | None
+    orphans: list[int]  # ids of trials a lost driver left RUNNING: the coordinator reaps (and retries) them
+    reaped: list[int]  # numbers of those failed here (the study needs no more trials: none is retried)
+
+
+def prepare_study(cfg: SweepConfig, *, mine: lease.Lease, enqueue: str | None = None) -> Prepared:
+    """Create the schema and the study and take its lease for ``mine`` (``StudyBusyError`` naming the holder
+    when another live sweep has it); then warm-start and count."""
+    url = cfg.storage or ""
+    storage = open_storage(url, create_schema=True)
+    try:
+        with storage_errors(url, "storage error on"):
+            study = studies.create_or_load(
+                storage,
+                cfg.study_name,
+                direction=cfg.direction,
+                metric=cfg.study.metric,
+                version=hpo.__version__,
+            )
+            held = lease.acquire(url, storage, study._study_id, mine)
+            if held is not None:
+                raise StudyBusyError(
+                    f"study {cfg.study_name!r} is being run by another hpo sweep ({lease.describe(held, time.time())}"
+                    f"); wait for it to finish (a lease without heartbeat expires after {lease.TTL:.0f}s) "
+                    "or use another --study"
+                )
+            if enqueue:
+                _enqueue(study, cfg, enqueue)
+            return _count(study, cfg)
+    finally:
+        close_storage(storage)
+
+
+def _count(study: Any, cfg: SweepConfig) -> Prepared:
+    trials = study.get_trials(deepcopy=False)
+    finished = studies.n_finished(trials)
+    orphans, reaped = [t._trial_id for t in studies.running_trials(study)], []
+    if finished >= cfg.study.n_trials and orphans:  # nothing will run: fail them here, no retries
+        reaped, orphans = studies.reap_running(study, DRIVER_LOST), []
+        trials = study.get_trials(deepcopy=False)
+    best = studies.select_best(trials, str(cfg.study.direction))
+    return Prepared(
+        finished=finished,
+        counts=studies.state_counts(trials),
+        best=None if best is None else Best(best.number, float(best.value), dict(best.params)),  # type: ignore[arg-type]
+        orphans=orphans,
+        reaped=reaped,
+    )
+
+
+def release_lease(url: str, name: str, owner: str) -> None:
+    """Give the study's lease up if this sweep still holds it (best effort: the database may be gone)."""
+    try:
+        storage = open_storage(url, create_schema=False, connect_timeout=5)
+    except Exception:
+        return
+    try:
+        lease.release(url, storage, storage.get_study_id_from_name(name), owner)
+    except Exception:
+        pass
+    finally:
+        close_storage(storage)
+
+
+def _enqueue(study: Any, cfg: SweepConfig, path: str) -> None:
+    """Warm-start: queue the searched params of an exported config as the next trial."""
+    train = load_train_file(path).train.to_dict()
+    params = {}
+    for name in cfg.space.distributions:
+        node: Any = train
+        for part in name.split("."):
+            node = node[part]
+        params[name] = node
+    study.enqueue_trial(params, skip_if_exists=True)

@@ -1,0 +1,203 @@
+"""``run_sweep``: validate, join or start Ray, size the sweep to it, start the coordinator, prepare the
+study, run the loop, and report. Everything that can refuse the sweep (the config, the data, the cluster's
+resources, another sweep holding the study) does so before a trial is written."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from hpo.cluster.session import RayInfo, fit_parallel, ray_session
+from hpo.cluster.worker import Workload, train_workload, warm_workers
+from hpo.config import SweepConfig, load_train_file
+from hpo.coordinator import actor
+from hpo.coordinator.settings import CoordinatorSettings
+from hpo.errors import ConfigError, StudyBusyError
+from hpo.progress import Clock, LineObserver, Observer, format_duration
+from hpo.sweep import lease
+from hpo.sweep.ledger import Best, Ledger, StopReason
+from hpo.sweep.loop import SweepLoop, call
+from hpo.sweep.prepare import Prepared, prepare_study, release_lease
+from hpo.sweep.stop import Stopper, install_sigint
+from storage import mask_url
+from trials.errors import TrialsError
+
+
+@dataclass
+class SweepResult:
+    study: str
+    storage: str  # password masked
+    counts: dict[str, int]
+    best: dict[str, Any] | None
+    launched: int
+    failed_now: int
+    elapsed_s: float
+    stopped: StopReason
+
+    @property
+    def exit_code(self) -> int:
+        return self.stopped.exit_code
+
+
+def preflight(cfg: SweepConfig) -> None:
+    """Cheap checks of the data, model and weights before anything is written (no training)."""
+    from trials.preflight import check
+
+    try:
+        check(cfg.base_train)
+    except TrialsError as e:
+        raise ConfigError(f"train: {e}") from None
+
+
+def run_sweep(
+    cfg: SweepConfig,
+    *,
+    ray_address: str | None = None,
+    workload: Workload = train_workload,
+    observer: Observer | None = None,
+    enqueue: str | None = None,
+    check_data: bool = True,
+    stopper: Stopper | None = None,
+    handle_sigint: bool = True,
+) -> SweepResult:
+    """Run (or continue) the sweep ``cfg`` until its study has ``n_trials`` finished trials.
+
+    ``workload`` is what each trial runs on a worker (default: ``trials.train.fit``); it must be importable
+    there. Raises ``ConfigError``/``StorageError``/``ClusterError``/``StudyBusyError`` before touching the
+    study when the input is bad; returns a ``SweepResult`` whose ``exit_code`` is 1 when the failure budget
+    was spent or a failure no hyperparameters could fix stopped it, and 130 when the user interrupted.
+    """
+    obs = observer or LineObserver(metric=cfg.study.metric)
+    stopper = stopper or Stopper()
+    if check_data:
+        preflight(cfg)
+    if enqueue:
+        load_train_file(enqueue)  # validate before the study is touched
+    mine = lease.new_lease()
+    clock = Clock()
+    with contextlib.ExitStack() as stack:
+        info = stack.enter_context(ray_session(ray_address or os.environ.get("RAY_ADDRESS") or None))
+        parallel = resolve_parallel(cfg, info)  # a sweep the cluster cannot run is refused before the study
+        settings = CoordinatorSettings.from_config(cfg, parallel=parallel, lease=mine)
+        # the coordinator's process (and the first trials' workers) start while the study is prepared
+        handle = stack.enter_context(_coordinator(settings, cfg, workload, parallel))
+        prepared = prepare_study(cfg, mine=mine, enqueue=enqueue)
+        stack.callback(_release, handle, cfg, mine)
+        _say_prepared(obs, cfg, prepared)
+        ledger = Ledger(
+            target=cfg.study.n_trials,
+            max_failures=cfg.max_failures,
+            direction=str(cfg.direction),
+            counts=prepared.counts,
+            best=prepared.best,
+        )
+        if prepared.finished >= ledger.target:
+            ledger.stop = StopReason.NOTHING_TO_DO
+            obs.message(
+                f"nothing to do: the study already has {prepared.finished} finished trials (n_trials={ledger.target})"
+            )
+            return _result(cfg, ledger, clock)
+        obs.message(f"running up to {parallel} trials at once on {info.describe()}")
+        handle.connecting = True
+        if not call(handle.actor.connect.remote()):  # it renews the lease: False when another sweep took it
+            raise StudyBusyError(f"study {cfg.study_name!r} was taken over by another hpo sweep as this one started")
+        previous = install_sigint(stopper) if handle_sigint else None
+        if previous is not None:
+            stack.callback(signal.signal, signal.SIGINT, previous)
+        loop = SweepLoop(
+            cfg, handle.actor, parallel=parallel, workload=workload, observer=obs, stopper=stopper, ledger=ledger
+        )
+        loop.run(prepared.orphans)
+        stopper.announce(obs)
+        result = _result(cfg, ledger, clock)
+        obs.message(_summary(cfg, result, ledger))
+        return result
+    raise AssertionError("unreachable")
+
+
+def resolve_parallel(cfg: SweepConfig, info: RayInfo) -> int:
+    """How many trials run at once: the config's ``parallel``, or what the cluster's resources fit; a trial
+    that needs more than the cluster has is a ``ConfigError``."""
+    res = cfg.resources
+    if res.gpus_per_trial > 0 and info.gpus < res.gpus_per_trial:
+        raise ConfigError(
+            f"resources.gpus_per_trial: the Ray cluster has {info.gpus:g} GPUs, got {res.gpus_per_trial:g}"
+        )
+    if info.cpus < res.cpus_per_trial:
+        raise ConfigError(
+            f"resources.cpus_per_trial: the Ray cluster has {info.cpus:g} CPUs, got {res.cpus_per_trial:g}"
+        )
+    return cfg.parallel or fit_parallel(info, res.cpus_per_trial, res.gpus_per_trial)
+
+
+@dataclass
+class _Handle:
+    actor: Any
+    connecting: bool = False  # set before ``connect`` is called: from then on it may hold a storage
+    released: bool = False  # the coordinator gave the study's lease up as it closed
+
+
+@contextlib.contextmanager
+def _coordinator(settings: CoordinatorSettings, cfg: SweepConfig, workload: Workload, n: int) -> Iterator[_Handle]:
+    """The coordinator actor, started unconnected, with ``n`` trial workers warming up beside it; closed (it
+    runs the calls queued before, then gives the lease up) and killed on the way out."""
+    handle = _Handle(actor.start(settings))
+    warm_workers(cfg.resources.cpus_per_trial, cfg.resources.gpus_per_trial, workload, n)
+    try:
+        yield handle
+    finally:
+        if handle.connecting:  # one never connected holds nothing: it is only killed
+            with contextlib.suppress(ray.exceptions.RayError):
+                handle.released = bool(ray.get(handle.actor.close.remote(), timeout=30))
+        ray.kill(handle.actor)
+
+
+def _release(handle: _Handle, cfg: SweepConfig, mine: lease.Lease) -> None:
+    # runs before the coordinator is closed (ExitStack order): close it now, then release if it could not
+    if handle.connecting and not handle.released:
+        with contextlib.suppress(ray.exceptions.RayError):
+            handle.released = bool(ray.get(handle.actor.close.remote(), timeout=30))
+        handle.connecting = False
+    if not handle.released:
+        release_lease(cfg.storage or "", cfg.study_name, mine["owner"])
+
+
+def _say_prepared(obs: Observer, cfg: SweepConfig, prepared: Prepared) -> None:
+    target = cfg.study.n_trials
+    obs.message(
+        f"study {cfg.study_name!r} on {mask_url(cfg.storage or '')}: {prepared.finished}/{target} trials finished"
+    )
+    if prepared.reaped:
+        obs.message(f"marked {len(prepared.reaped)} trial(s) left RUNNING by a lost driver as FAIL: {prepared.reaped}")
+
+
+def _result(cfg: SweepConfig, ledger: Ledger, clock: Clock) -> SweepResult:
+    best: Best | None = ledger.best
+    return SweepResult(
+        cfg.study_name,
+        mask_url(cfg.storage or ""),
+        dict(ledger.counts),
+        best.as_dict() if best else None,
+        ledger.launched,
+        ledger.failed_now,
+        clock.elapsed(),
+        ledger.final_reason(),
+    )
+
+
+def _summary(cfg: SweepConfig, result: SweepResult, ledger: Ledger) -> str:
+    c = result.counts
+    text = (
+        f"{result.stopped.value}: {ledger.finished()}/{ledger.target} finished ({c['COMPLETE']} complete, "
+        f"{c['PRUNED']} pruned), {c['FAIL']} failed in all, {result.failed_now} in this sweep, "
+        f"{format_duration(result.elapsed_s)}"
+    )
+    if result.best:
+        text += f"; best trial {result.best['number']}: {cfg.study.metric}={result.best['value']:.4f}"
+    return text
