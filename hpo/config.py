@@ -161,10 +161,6 @@ class SweepConfig(_Model):
         """The training config every trial starts from: ``train`` plus the sweep's metric and early stopping."""
         return self.train.replace(metric=self.study.metric, early_stopping=_plain(self.early_stopping))
 
-    def trial_config(self, params: dict[str, Any]) -> TrainConfig:
-        """The full training config of one trial: the base config with its sampled and fixed params."""
-        return TrainConfig.from_dict(merge_dotted(self.base_train.to_dict(), {**self.space.fixed, **params}))
-
     @property
     def direction(self) -> Literal["maximize", "minimize"]:
         """The study's direction (the config's, or the one its metric implies)."""

@@ -24,6 +24,8 @@ from optuna.distributions import (
     IntDistribution,
 )
 
+from trials.config import merge_dotted
+
 #: The five hyperparameters every sweep searches unless the config overrides or fixes them.
 DEFAULT_SPACE: dict[str, Any] = {
     "lr": {"low": 1e-5, "high": 1e-1, "log": True},
@@ -83,21 +85,6 @@ class SearchSpace:
         """The fixed parameters, applied to every trial as they are."""
         return {p.name: p.value for p in self.params if p.distribution is None}
 
-    def suggest(self, trial: Any) -> dict[str, Any]:
-        """Sample every searched parameter through ``trial.suggest_*``; return them with the fixed ones."""
-        out: dict[str, Any] = {}
-        for p in self.params:
-            d = p.distribution
-            if d is None:
-                out[p.name] = p.value
-            elif isinstance(d, CategoricalDistribution):
-                out[p.name] = trial.suggest_categorical(p.name, d.choices)
-            elif isinstance(d, IntDistribution):
-                out[p.name] = trial.suggest_int(p.name, d.low, d.high, step=d.step, log=d.log)
-            else:
-                assert isinstance(d, FloatDistribution)
-                out[p.name] = trial.suggest_float(p.name, d.low, d.high, step=d.step, log=d.log)
-        return out
 
     def to_spec(self) -> dict[str, Any]:
         """The space as a plain, YAML-safe spec that ``parse_space`` turns back into an equal space."""
@@ -226,3 +213,9 @@ def _range(path: str, entry: Mapping[str, Any], kind: type) -> FloatDistribution
     if kind is int:
         return IntDistribution(int(low), int(high), log=log, step=int(step) if step is not None else 1)
     return FloatDistribution(float(low), float(high), log=log, step=float(step) if step is not None else None)
+
+
+def trial_config(base: Mapping[str, Any], fixed: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """One trial's full training config (a plain dict): ``base`` with the ``fixed`` params and the trial's
+    sampled ``params`` (dotted names) applied. What the coordinator records on the trial and the worker trains."""
+    return merge_dotted(dict(base), {**fixed, **params})

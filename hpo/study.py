@@ -4,7 +4,6 @@ count trials, pick the best. Selection and counting are pure functions of the tr
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
@@ -13,6 +12,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.errors import ConfigError, StudyNotFoundError
+from hpo.ranking import better, ranks
 
 #: Study user attrs hpo writes (optuna-dashboard shows them).
 ATTR_METRIC = "metric"
@@ -118,13 +118,12 @@ def select_best(trials: Sequence[FrozenTrial], direction: str) -> FrozenTrial | 
 
     PRUNED trials never win: their value is an intermediate one, from a run that did not finish.
     """
-    candidates = [
-        t for t in trials if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)
-    ]
-    if not candidates:
-        return None
-    sign = -1.0 if direction == "maximize" else 1.0
-    return min(candidates, key=lambda t: (sign * float(t.value), t.number))  # type: ignore[arg-type]
+    best: FrozenTrial | None = None
+    for t in sorted(trials, key=lambda t: t.number):
+        ranked = t.state == TrialState.COMPLETE and ranks(t.value)
+        if ranked and (best is None or better(float(t.value), float(best.value), direction)):  # type: ignore[arg-type]
+            best = t
+    return best
 
 
 def trial_train_config(trial: FrozenTrial) -> dict[str, Any] | None:

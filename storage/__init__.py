@@ -12,6 +12,7 @@ from storage.factory import (
     engine_kwargs,
     is_transient,
     open_storage,
+    opened,
     retry_transient,
     storage_errors,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "is_transient",
     "mask_url",
     "open_storage",
+    "opened",
     "parse_url",
     "redact",
     "retry_transient",

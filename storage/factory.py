@@ -173,3 +173,15 @@ def storage_errors(url: str, what: str) -> Iterator[None]:
         if "storage" in str(e).lower() or "schema" in str(e).lower():
             raise StorageError(redact(f"{what} {redact(url, url)}: {one_line(e)}", url)) from e
         raise
+
+
+@contextlib.contextmanager
+def opened(url: str, *, create_schema: bool = False, connect_timeout: float = 10.0) -> Iterator[Any]:
+    """An Optuna storage for ``url`` (``open_storage``), database errors inside the block turned into one
+    masked ``StorageError`` line, and its connections closed on the way out."""
+    storage = open_storage(url, create_schema=create_schema, connect_timeout=connect_timeout)
+    try:
+        with storage_errors(url, "storage error on"):
+            yield storage
+    finally:
+        close_storage(storage)

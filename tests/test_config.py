@@ -8,7 +8,9 @@ import pytest
 
 from hpo.config import load_sweep_config, load_train_file
 from hpo.errors import ConfigError
+from hpo.space import trial_config
 from tests.conftest import run_cli
+from trials.config import TrainConfig
 
 GOOD = """
 study: {name: good, n_trials: 3, sampler: {name: random, seed: 1}}
@@ -96,7 +98,8 @@ def test_good_config_loads_with_defaults_and_overrides(tmp_path: Path, monkeypat
         "label_smoothing",
         "early_stopping.patience",
     }
-    trial = cfg.trial_config({"lr": 0.01, "batch_size": 16, "early_stopping.patience": 3, "dropout": 0.1})
+    params = {"lr": 0.01, "batch_size": 16, "early_stopping.patience": 3, "dropout": 0.1}
+    trial = TrainConfig.from_dict(trial_config(cfg.base_train.to_dict(), cfg.space.fixed, params))
     assert trial.lr == 0.01 and trial.early_stopping.patience == 3 and trial.dataset.classes == (5, 6, 7, 8, 9)
     monkeypatch.setenv("HPO_STORAGE", "sqlite:///env.db")
     assert load_sweep_config(path).storage == "sqlite:///env.db"

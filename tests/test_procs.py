@@ -110,7 +110,7 @@ def test_start_time_of_a_live_process_then_a_zombie_then_a_reaped_one() -> None:
     assert not procs.is_running(child.pid, start)
 
 
-@pytest.mark.parametrize("pid", [0, -1, -os.getpid()])
+@pytest.mark.parametrize("pid", [0, -1, -os.getpid()], ids=["zero", "minus-one", "own-group"])
 def test_no_pid_names_a_process_group(pid: int) -> None:
     assert procs.start_time(pid) is None
     assert not procs.is_running(pid)

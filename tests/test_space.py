@@ -6,7 +6,7 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from hpo.space import DEFAULT_SPACE, SpaceError, parse_param, parse_space
+from hpo.space import DEFAULT_SPACE, SpaceError, parse_param, parse_space, trial_config
 from trials.config import searchable_fields
 
 FIELDS = searchable_fields()
@@ -107,8 +107,8 @@ def test_suggest_and_spec_round_trip() -> None:
     assert parse_space(space.to_spec(), FIELDS, defaults=False) == space
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     for _ in range(20):
-        trial = study.ask()
-        params = space.suggest(trial)
+        trial = study.ask(space.distributions)  # as the coordinator asks
+        params = trial_config({}, space.fixed, trial.params)
         assert 1e-4 <= params["lr"] <= 1e-1
         assert params["epochs"] in (2, 4, 6)
         assert params["optimizer"] in ("adamw", "sgd")

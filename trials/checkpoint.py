@@ -7,10 +7,7 @@ untrusted source cannot run code when it is loaded.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import random
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -20,45 +17,15 @@ import torch
 
 from trials.config import TrainConfig
 from trials.errors import ModelError, one_line
+from trials.paths import write_atomic
 
 MODEL_FORMAT = "hpo-model/1"
 CHECKPOINT_FORMAT = "hpo-checkpoint/1"
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to ``path`` so that readers see the old file or the new one, never half of one.
-
-    The temporary file lives in the target directory because ``os.replace`` is atomic only within
-    one file system; it is fsynced first so a crash right after the rename cannot leave an empty file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable on POSIX; not possible (nor needed) on every platform.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """``torch.save`` to ``path`` so that readers see the old file or the new one, never half of one."""
+    write_atomic(path, lambda f: torch.save(obj, f))
 
 
 def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -31,9 +31,9 @@ from hpo.coordinator.messages import Asked, FailureKind, Outcome, Told
 from hpo.coordinator.pruning import should_prune
 from hpo.coordinator.settings import CoordinatorSettings
 from hpo.coordinator.writes import TOKEN_KEY, Writes
+from hpo.space import trial_config
 from hpo.sweep import lease
 from storage import close_storage, open_storage, redact, retry_transient, storage_errors
-from trials.config import merge_dotted
 from trials.reporting import CONTINUE, PRUNE
 
 log = logging.getLogger("hpo.coordinator")
@@ -173,7 +173,7 @@ class Coordinator:
         resume_from: str | None = None,
     ) -> Asked:
         s = self.settings
-        config = merge_dotted(s.base_config, {**s.fixed_params, **params})
+        config = trial_config(s.base_config, s.fixed_params, params)
         ckpt = f"{self._root}/trial-{number:05d}"
         attrs: dict[str, Any] = {
             studies.ATTR_TRAIN_CONFIG: config,

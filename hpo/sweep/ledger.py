@@ -9,11 +9,10 @@ database then) until it is told, whether or not a worker ever ran it.
 from __future__ import annotations
 
 import enum
-import math
 from dataclasses import dataclass, field
-from typing import Any
 
 from hpo.coordinator.messages import FailureKind, Told
+from hpo.ranking import Best, better, ranks
 
 
 class StopReason(str, enum.Enum):
@@ -41,22 +40,6 @@ _EXIT_CODES = {
     StopReason.INTERRUPTED: 130,
     StopReason.CANCELLED: 130,
 }
-
-
-@dataclass(frozen=True)
-class Best:
-    number: int
-    value: float
-    params: dict[str, Any]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"number": self.number, "value": self.value, "params": self.params}
-
-
-def better(value: float, than: float, direction: str) -> bool:
-    """Whether ``value`` beats ``than`` (a tie does not: the earlier trial keeps the lead, as in
-    ``hpo.study.select_best``)."""
-    return value > than if direction == "maximize" else value < than
 
 
 @dataclass
@@ -134,17 +117,17 @@ class Ledger:
             self.telling -= 1
         self.counts["RUNNING"] = max(0, self.counts["RUNNING"] - 1)
         self.counts[told.state] = self.counts.get(told.state, 0) + 1
-        improved = told.value is not None and math.isfinite(told.value)
-        if (
-            told.state == "COMPLETE"
-            and improved
-            and (self.best is None or better(told.value, self.best.value, self.direction))
-        ):
-            self.best = Best(told.number, told.value, told.params)  # type: ignore[arg-type]
+        if told.state == "COMPLETE" and self._improves(told.value):
+            self.best = Best(told.number, float(told.value), told.params)  # type: ignore[arg-type]
         if told.state == "FAIL" and kind is not None and kind.spends_budget:
             self.failed_now += 1
         if told.state == "FAIL" and kind is not None and kind.stops_sweep and self.environment_failure is None:
             self.environment_failure = told.reason or "a failure that is not the hyperparameters' fault"
+
+    def _improves(self, value: float | None) -> bool:
+        if not ranks(value):
+            return False
+        return self.best is None or better(value, self.best.value, self.direction)  # type: ignore[arg-type]
 
     def reaped(self, n_reaped: int, n_retries: int) -> None:
         """Trials a lost driver left RUNNING were told FAIL; ``n_retries`` new trials run them again."""

@@ -4,6 +4,7 @@ only database client."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -12,9 +13,9 @@ import hpo
 from hpo import study as studies
 from hpo.config import SweepConfig, load_train_file
 from hpo.errors import StudyBusyError
+from hpo.ranking import Best
 from hpo.sweep import lease
-from hpo.sweep.ledger import Best
-from storage import close_storage, open_storage, storage_errors
+from storage import opened
 
 DRIVER_LOST = "driver lost: the trial was RUNNING when a new sweep on its study started"
 
@@ -32,28 +33,20 @@ def prepare_study(cfg: SweepConfig, *, mine: lease.Lease, enqueue: str | None = 
     """Create the schema and the study and take its lease for ``mine`` (``StudyBusyError`` naming the holder
     when another live sweep has it); then warm-start and count."""
     url = cfg.storage or ""
-    storage = open_storage(url, create_schema=True)
-    try:
-        with storage_errors(url, "storage error on"):
-            study = studies.create_or_load(
-                storage,
-                cfg.study_name,
-                direction=cfg.direction,
-                metric=cfg.study.metric,
-                version=hpo.__version__,
+    with opened(url, create_schema=True) as storage:
+        study = studies.create_or_load(
+            storage, cfg.study_name, direction=cfg.direction, metric=cfg.study.metric, version=hpo.__version__
+        )
+        held = lease.acquire(url, storage, study._study_id, mine)
+        if held is not None:
+            raise StudyBusyError(
+                f"study {cfg.study_name!r} is being run by another hpo sweep ({lease.describe(held, time.time())}); "
+                f"wait for it to finish (a lease without heartbeat expires after {lease.TTL:.0f}s) "
+                "or use another --study"
             )
-            held = lease.acquire(url, storage, study._study_id, mine)
-            if held is not None:
-                raise StudyBusyError(
-                    f"study {cfg.study_name!r} is being run by another hpo sweep ({lease.describe(held, time.time())}"
-                    f"); wait for it to finish (a lease without heartbeat expires after {lease.TTL:.0f}s) "
-                    "or use another --study"
-                )
-            if enqueue:
-                _enqueue(study, cfg, enqueue)
-            return _count(study, cfg)
-    finally:
-        close_storage(storage)
+        if enqueue:
+            _enqueue(study, cfg, enqueue)
+        return _count(study, cfg)
 
 
 def _count(study: Any, cfg: SweepConfig) -> Prepared:
@@ -67,7 +60,7 @@ def _count(study: Any, cfg: SweepConfig) -> Prepared:
     return Prepared(
         finished=finished,
         counts=studies.state_counts(trials),
-        best=None if best is None else Best(best.number, float(best.value), dict(best.params)),  # type: ignore[arg-type]
+        best=None if best is None else Best.of(best),
         orphans=orphans,
         reaped=reaped,
     )
@@ -75,16 +68,8 @@ def _count(study: Any, cfg: SweepConfig) -> Prepared:
 
 def release_lease(url: str, name: str, owner: str) -> None:
     """Give the study's lease up if this sweep still holds it (best effort: the database may be gone)."""
-    try:
-        storage = open_storage(url, create_schema=False, connect_timeout=5)
-    except Exception:
-        return
-    try:
+    with contextlib.suppress(Exception), opened(url, connect_timeout=5) as storage:  # else it expires (lease.TTL)
         lease.release(url, storage, storage.get_study_id_from_name(name), owner)
-    except Exception:
-        pass
-    finally:
-        close_storage(storage)
 
 
 def _enqueue(study: Any, cfg: SweepConfig, path: str) -> None:

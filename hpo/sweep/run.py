@@ -20,8 +20,9 @@ from hpo.coordinator import actor
 from hpo.coordinator.settings import CoordinatorSettings
 from hpo.errors import ConfigError, StudyBusyError
 from hpo.progress import Clock, LineObserver, Observer, format_duration
+from hpo.ranking import Best
 from hpo.sweep import lease
-from hpo.sweep.ledger import Best, Ledger, StopReason
+from hpo.sweep.ledger import Ledger, StopReason
 from hpo.sweep.loop import SweepLoop, call
 from hpo.sweep.prepare import Prepared, prepare_study, release_lease
 from hpo.sweep.stop import Stopper, install_sigint

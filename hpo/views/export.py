@@ -12,7 +12,7 @@ from hpo import files
 from hpo import study as studies
 from hpo.config import EXPORT_FORMAT, Provenance, TrainFile
 from hpo.errors import HpoError
-from storage import close_storage, open_storage, storage_errors, strip_password
+from storage import opened, strip_password
 from trials.config import TrainConfig
 
 
@@ -27,15 +27,11 @@ class Exported:
 
 def export_best(storage_url: str, study_name: str, output: str | Path) -> Exported:
     """Write the best COMPLETE trial's full training config, with provenance, to ``output`` (atomically)."""
-    storage = open_storage(storage_url, create_schema=False)
-    try:
-        with storage_errors(storage_url, "storage error on"):
-            study = studies.load(storage, study_name)
-            direction = study.direction.name.lower()
-            metric = str(study.user_attrs.get(studies.ATTR_METRIC, "value"))
-            best = studies.select_best(study.get_trials(deepcopy=False), direction)
-    finally:
-        close_storage(storage)
+    with opened(storage_url) as storage:
+        study = studies.load(storage, study_name)
+        direction = study.direction.name.lower()
+        metric = str(study.user_attrs.get(studies.ATTR_METRIC, "value"))
+        best = studies.select_best(study.get_trials(deepcopy=False), direction)
     if best is None:
         raise HpoError(f"study {study_name!r} has no COMPLETE trial yet; nothing to export")
     raw = studies.trial_train_config(best)

@@ -30,7 +30,7 @@ from hpo import study as studies
 from hpo.errors import ConfigError
 from hpo.progress import format_duration
 from hpo.views.status import StudyStatus, summarize
-from storage import close_storage, open_storage, storage_errors, strip_password
+from storage import opened, strip_password
 
 #: Plot sections in the order they appear: (key, heading).
 PLOTS = (
@@ -61,21 +61,17 @@ def write_report(storage_url: str, study_name: str, output: str | Path) -> Path:
     The study must exist (``StudyNotFoundError`` otherwise); a study with no finished trial still gets
     a report, with notes where a plot has nothing to show.
     """
-    storage = open_storage(storage_url, create_schema=False)
-    try:
-        with storage_errors(storage_url, "storage error on"):
-            study = studies.load(storage, study_name)
-            if len(study.directions) != 1:
-                raise ConfigError(
-                    f"study {study_name!r} has {len(study.directions)} objectives; "
-                    "hpo report reads single-objective studies"
-                )
-            metric = str(study.user_attrs.get(studies.ATTR_METRIC, "value"))
-            direction = study.direction.name.lower()
-            trials = study.get_trials(deepcopy=False)
-            plots = build_plots(study, metric)
-    finally:
-        close_storage(storage)
+    with opened(storage_url) as storage:
+        study = studies.load(storage, study_name)
+        if len(study.directions) != 1:
+            raise ConfigError(
+                f"study {study_name!r} has {len(study.directions)} objectives; "
+                "hpo report reads single-objective studies"
+            )
+        metric = str(study.user_attrs.get(studies.ATTR_METRIC, "value"))
+        direction = study.direction.name.lower()
+        trials = study.get_trials(deepcopy=False)
+        plots = build_plots(study, metric)
     status = summarize(study_name, metric, direction, trials)
     best = studies.select_best(trials, direction)
     page = render(

@@ -11,6 +11,7 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo import study as studies
+from hpo.ranking import Best
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def summarize(name: str, metric: str, direction: str, trials: Sequence[FrozenTri
         metric=metric,
         direction=direction,
         counts=studies.state_counts(trials),
-        best=None if best is None else {"number": best.number, "value": best.value, "params": dict(best.params)},
+        best=None if best is None else Best.of(best).as_dict(),
         trial_seconds=sum(r.duration_s or 0.0 for r in rows if r.state != TrialState.RUNNING.name),
         epochs_run=sum(r.epochs_run for r in rows),
         epochs_budget=budget,

@@ -8,41 +8,33 @@ import optuna
 
 from hpo import study as studies
 from hpo.views.status import StudyStatus, summarize
-from storage import close_storage, open_storage, storage_errors
+from storage import opened
 
 
 def study_status(storage_url: str, study_name: str) -> StudyStatus:
-    storage = open_storage(storage_url, create_schema=False)
-    try:
-        with storage_errors(storage_url, "storage error on"):
-            study = studies.load(storage, study_name)
-            metric = str(study.user_attrs.get(studies.ATTR_METRIC, "value"))
-            return summarize(study_name, metric, study.direction.name.lower(), study.get_trials(deepcopy=False))
-    finally:
-        close_storage(storage)
+    with opened(storage_url) as storage:
+        study = studies.load(storage, study_name)
+        metric = str(study.user_attrs.get(studies.ATTR_METRIC, "value"))
+        return summarize(study_name, metric, study.direction.name.lower(), study.get_trials(deepcopy=False))
 
 
 def list_studies(storage_url: str) -> list[dict[str, Any]]:
-    storage = open_storage(storage_url, create_schema=False)
-    try:
-        with storage_errors(storage_url, "storage error on"):
-            rows = []
-            for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
-                study = optuna.load_study(study_name=s.study_name, storage=storage)
-                trials = study.get_trials(deepcopy=False)
-                direction = study.direction.name.lower()
-                best = studies.select_best(trials, direction)
-                rows.append(
-                    {
-                        "study": s.study_name,
-                        "direction": direction,
-                        "metric": study.user_attrs.get(studies.ATTR_METRIC),
-                        "n_trials": len(trials),
-                        "counts": studies.state_counts(trials),
-                        "best_value": None if best is None else best.value,
-                        "best_trial": None if best is None else best.number,
-                    }
-                )
-            return rows
-    finally:
-        close_storage(storage)
+    with opened(storage_url) as storage:
+        rows = []
+        for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
+            study = optuna.load_study(study_name=s.study_name, storage=storage)
+            trials = study.get_trials(deepcopy=False)
+            direction = study.direction.name.lower()
+            best = studies.select_best(trials, direction)
+            rows.append(
+                {
+                    "study": s.study_name,
+                    "direction": direction,
+                    "metric": study.user_attrs.get(studies.ATTR_METRIC),
+                    "n_trials": len(trials),
+                    "counts": studies.state_counts(trials),
+                    "best_value": None if best is None else best.value,
+                    "best_trial": None if best is None else best.number,
+                }
+            )
+        return rows
