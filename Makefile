@@ -11,6 +11,8 @@ PRETRAINED := $(CACHE)/pretrained/resnet18-digits04/model.pt
 PG_HOST ?= 127.0.0.1
 PG_PORT ?= 5432
 PYTEST_ARGS ?=
+# pytest-xdist workers: tests are independent (a database, a Ray and temp folders of their own)
+PYTEST_WORKERS ?= 2
 
 .PHONY: install demo pretrain test test-fast pg bench bench-quick lint clean
 
@@ -46,11 +48,11 @@ pg:
 	fi
 
 test: install pg
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # The suite without the slow end-to-end tests.
 test-fast: install pg
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 # The benchmarks compare against Ray Tune too: install the bench extra first.
 bench: install pg pretrain

@@ -40,7 +40,7 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 def digit_batches(n_batches: int, batch_size: int, image_size: int = 32) -> list[Batch]:
     """``n_batches`` batches of real digit images, transformed once (so both loops see the same tensors)."""
     # aug_strength 0: the train split uses the deterministic eval transform
-    bundle = load_data(DatasetConfig(type="digits", val_split=0.01), image_size=image_size, aug_strength=0.0, seed=0)
+    bundle = load_data(DatasetConfig(type="digits", val_split=0.01), image_size=image_size, aug_strength=0.0)
     samples = [bundle.train[i] for i in range(n_batches * batch_size)]
     return [
         (

@@ -313,7 +313,8 @@ def train(
         Path, typer.Option("--output", "-o", help="Folder for model.pt, metrics.json, config.yaml.")
     ] = Path("runs/prod"),
 ) -> None:
-    """Production training: the same fit a sweep trial runs, without pruning.
+    """Production training: the same fit a sweep trial runs, without pruning; then one evaluation on the
+    held-out test split, recorded in metrics.json (test_metrics).
 
     [bold]Example[/bold]: hpo train best.yaml --output runs/prod
     """
@@ -324,7 +325,146 @@ def train(
     out.print(
         f"{run.metric}={run.value:.4f}{tuned}; {run.status} after {run.epochs_run} epochs, best epoch {run.best_epoch}"
     )
+    if run.test_metrics is not None:
+        shown = " ".join(f"{k}={v:.4f}" for k, v in run.test_metrics.items())
+        out.print(f"test: {shown} (the held-out test split; the sweep never saw it)")
+    else:
+        out.print("test: none (train.dataset.test_split is 0: nothing held out)")
     out.print(f"wrote {run.output / 'model.pt'}, {run.output / 'metrics.json'}")
+
+
+@app.command()
+def verify(
+    config: Annotated[Path, typer.Argument(help="A file from hpo export (with provenance).", show_default=False)],
+    seeds: Annotated[
+        int, typer.Option("--seeds", "-n", help="Training seeds per arm: train.seed + 0..N-1.", min=1, max=1000)
+    ] = 3,
+    baseline: Annotated[
+        Path | None,
+        typer.Option(
+            "--baseline",
+            help="Compare with this training file \\[default: CONFIG with lr, batch_size, dropout, weight_decay "
+            "and aug_strength at the training config's defaults].",
+            show_default=False,
+        ),
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the verdict as JSON to this file.", show_default=False)
+    ] = None,
+    tolerance: Annotated[
+        float,
+        typer.Option(
+            "--tolerance", help="Reproduced when the mean retrained val metric is this close to the trial's value."
+        ),
+    ] = 0.01,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            "--storage",
+            "-s",
+            help="Storage of the study, to record the verdict in "
+            "\\[default: $HPO_STORAGE, else the storage in the file's provenance (it has no password)].",
+            show_default=False,
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="Join this Ray cluster (auto, ray://head:10001, host:6379) "
+            "\\[default: $RAY_ADDRESS, else a local Ray].",
+        ),
+    ] = None,
+    cpus_per_run: Annotated[float, typer.Option("--cpus-per-run", help="CPUs (and torch threads) per run.")] = 1.0,
+    gpus_per_run: Annotated[float, typer.Option("--gpus-per-run", help="GPUs per run (0.5: two runs per GPU).")] = 0.0,
+) -> None:
+    """Check an exported config on data the sweep never saw: does it reproduce, and did tuning pay?
+
+    Retrains CONFIG with N training seeds, and a baseline with the same seeds, each with the same fit as
+    hpo train, as Ray tasks in parallel; evaluates every run on the held-out test split. Prints one row per
+    seed, then: [bold]reproduced[/bold] (the mean retrained val metric within --tolerance of the value the
+    trial recorded; exit 1 if not) and the [bold]gain[/bold] (tuned minus baseline test metric, paired by
+    seed: mean and 95% CI). Records the verdict on the study (hpo report shows it) when its storage opens.
+
+    [bold]Example[/bold]: hpo verify best.yaml --seeds 3 --json verify.json
+    """
+    from hpo import files
+    from hpo.config import STORAGE_ENV
+    from hpo.verify import VerifySettings, verify_file
+
+    settings = VerifySettings(
+        seeds=seeds,
+        tolerance=tolerance,
+        baseline=baseline,
+        ray_address=ray_address,
+        storage=storage or os.environ.get(STORAGE_ENV) or None,
+        cpus_per_run=cpus_per_run,
+        gpus_per_run=gpus_per_run,
+    )
+    result = verify_file(config, settings, log=lambda s: out.print(s, markup=False))
+    _print_verdict(result.verdict)
+    if result.stored_in is not None:
+        out.print(
+            f"verdict stored on study {result.verdict.study!r} in {result.stored_in} (user attr hpo:verify)",
+            markup=False,
+        )
+    else:
+        out.print(f"note: {result.note}", markup=False)
+    if json_out is not None:
+        files.write_atomic(json_out, json.dumps(result.verdict.to_dict(), indent=2) + "\n")
+        out.print(f"wrote {json_out}", markup=False)
+    if not result.verdict.reproduced:
+        raise typer.Exit(1)
+
+
+def _print_verdict(v: Any) -> None:
+    def f(x: float, sign: bool = False) -> str:
+        return "n/a" if x != x else (f"{x:+.4f}" if sign else f"{x:.4f}")  # x != x: NaN
+
+    baseline = {r.seed: r for r in v.baseline}
+    table = Table(title=f"trial {v.trial} of study {v.study}: tuned vs baseline", title_justify="left")
+    for col in (
+        "seed",
+        f"tuned {v.metric}",
+        f"tuned {v.test_metric}",
+        f"baseline {v.metric}",
+        f"baseline {v.test_metric}",
+        f"gain ({v.test_metric})",
+    ):
+        table.add_column(col, justify="right")
+    for r in v.tuned:
+        b = baseline[r.seed]
+        table.add_row(str(r.seed), f(r.val), f(r.test), f(b.val), f(b.test), f(r.test - b.test, sign=True))
+    mean, ci = v.gain
+    table.add_row(
+        "mean",
+        f(v.val_mean),
+        f(_fmean([r.test for r in v.tuned])),
+        f(_fmean([r.val for r in v.baseline])),
+        f(_fmean([r.test for r in v.baseline])),
+        f(mean, sign=True),
+        style="bold",
+    )
+    out.print(table)
+    off = abs(v.val_mean - v.trial_value)
+    figures = (
+        f"mean retrained {v.metric} {f(v.val_mean)} over seeds {', '.join(map(str, v.seeds))} "
+        f"({', '.join(f(r.val) for r in v.tuned)}) vs trial {v.trial}'s recorded {f(v.trial_value)}: "
+        f"off by {f(off)}, tolerance {v.tolerance:.4f}"
+    )
+    out.print(("reproduced: yes, " if v.reproduced else "reproduced: NO, ") + figures, markup=False)
+    interval = f"95% CI [{f(ci[0], sign=True)}, {f(ci[1], sign=True)}]" if ci else "no CI with one seed"
+    better = "higher" if v.direction == "maximize" else "lower"
+    source = "default hyperparameters" if v.baseline_source == "defaults" else v.baseline_source
+    out.print(
+        f"gain on the test split: {v.test_metric} tuned - baseline ({source}) = {f(mean, sign=True)}, {interval}, "
+        f"{len(v.seeds)} seed(s) ({better} {v.test_metric} is better)",
+        markup=False,
+    )
+
+
+def _fmean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
 
 
 @app.command()

@@ -27,6 +27,12 @@ class SweepError(HpoError):
     exit_code = 1
 
 
+class VerifyError(HpoError):
+    """A run of ``hpo verify`` failed for a reason that is not the user's input (a crash, a lost worker)."""
+
+    exit_code = 1
+
+
 class ClusterError(HpoError):
     """The Ray cluster named by ``--ray-address`` or ``RAY_ADDRESS`` cannot be joined."""
 
@@ -58,5 +64,6 @@ __all__ = [
     "StudyNotFoundError",
     "SweepError",
     "TrialsError",
+    "VerifyError",
     "exit_code_for",
 ]

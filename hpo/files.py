@@ -83,4 +83,7 @@ def dumps(data: Any) -> str:
 
 def write_atomic(path: str | Path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically: readers see the old file or the new one."""
-    return paths.write_atomic(path, lambda f: f.write(text.encode("utf-8")))
+    if not isinstance(text, str):
+        raise TypeError(f"write_atomic writes text, got {type(text).__name__}")
+    data = text.encode("utf-8")
+    return paths.write_atomic(path, lambda f: f.write(data))

@@ -17,6 +17,7 @@ from hpo.ranking import better, ranks
 #: Study user attrs hpo writes (optuna-dashboard shows them).
 ATTR_METRIC = "metric"
 ATTR_HPO_VERSION = "hpo_version"
+ATTR_VERIFY = "hpo:verify"  # the last ``hpo verify`` verdict on the exported best config (a JSON dict)
 #: Trial user attrs hpo writes.
 ATTR_TRAIN_CONFIG = "train_config"
 ATTR_FAIL_REASON = "fail_reason"

@@ -116,15 +116,26 @@ def cli() -> object:
 
 @pytest.fixture(scope="session")
 def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A backbone pretrained on digits 0-4 by the real `hpo train` (small and short: a test fixture)."""
-    out = tmp_path_factory.mktemp("pretrained")
-    cfg = out / "pretrain.yaml"
-    cfg.write_text(
-        "train:\n  model: resnet18\n  weights: null\n"
-        "  dataset: {type: digits, classes: [0, 1, 2, 3, 4], max_train_samples: 300, max_val_samples: 100}\n"
-        "  epochs: 2\n  lr: 0.003\n  batch_size: 64\n  aug_strength: 0.1\n  early_stopping: {patience: null}\n"
-    )
-    r = run_cli("train", str(cfg), "--output", str(out / "run"), timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert (out / "run" / "model.pt").is_file()
-    return out / "run" / "model.pt"
+    """A backbone pretrained on digits 0-4 by the real `hpo train` (small and short: a test fixture). Made once
+    per test run: pytest-xdist workers share it (the first to take the lock trains it)."""
+    import fcntl
+
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the run's folder, above each xdist worker's own
+    out = shared / "pretrained"
+    out.mkdir(exist_ok=True)
+    with open(shared / "pretrained.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        model = out / "run" / "model.pt"
+        if not model.is_file():
+            cfg = out / "pretrain.yaml"
+            cfg.write_text(
+                "train:\n  model: resnet18\n  weights: null\n"
+                "  dataset: {type: digits, classes: [0, 1, 2, 3, 4], max_train_samples: 300, max_val_samples: 100}\n"
+                "  epochs: 2\n  lr: 0.003\n  batch_size: 64\n  aug_strength: 0.1\n  early_stopping: {patience: null}\n"
+            )
+            r = run_cli("train", str(cfg), "--output", str(out / "run"), timeout=300)
+            assert r.returncode == 0, r.stdout + r.stderr
+    assert model.is_file()
+    return model

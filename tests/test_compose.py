@@ -15,7 +15,6 @@ import concurrent.futures
 import copy
 import functools
 import hashlib
-import http.server
 import json
 import os
 import re
@@ -24,7 +23,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 from tests.conftest import REPO
+from tests.fixtures_files import http_server
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
@@ -1040,21 +1039,8 @@ def _free_port() -> int:
 @pytest.fixture
 def http_401() -> Iterator[int]:
     """A server on loopback that answers every request 401, like the dashboard without its token."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(401)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield int(server.server_address[1])
-    server.shutdown()
-    server.server_close()
+    with http_server(lambda path: 401) as port:
+        yield port
 
 
 def test_healthcheck_probe(http_401: int, tmp_path: Path) -> None:

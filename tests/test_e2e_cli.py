@@ -4,6 +4,7 @@ PostgreSQL, export, production training, and stock Optuna reading the study."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -56,13 +57,13 @@ def _finished(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.Froze
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("parallel", [2, 4])
-def test_sweep_export_train_on_postgres(
-    tmp_path: Path, pg_url: str, pretrained: Path, peak_connections: type, parallel: int
-) -> None:
+def test_sweep_export_train_on_postgres(tmp_path: Path, pg_url: str, pretrained: Path, peak_connections: type) -> None:
+    """One real sweep (4 trials at once on 2 CPUs), then everything a user does with it: status, studies,
+    export, production training, stock Optuna reading the study. (Connection bounds at 2, 4 and 8 trials at
+    once: tests/test_sweep.py.)"""
     url = with_password(pg_url)
-    n_trials = 12
-    extra = "resources: {cpus_per_trial: 0.5}\n" if parallel == 4 else ""
+    n_trials, parallel = 12, 4
+    extra = "resources: {cpus_per_trial: 0.5}\n"
     cfg = quickstart_config(tmp_path / "cfg.yaml", pretrained, name="qs", n_trials=n_trials, extra=extra)
     with peak_connections(pg_url) as peak:
         r = run_cli("sweep", str(cfg), "--storage", url, "--parallel", str(parallel), "--no-progress", cwd=tmp_path)
@@ -85,8 +86,6 @@ def test_sweep_export_train_on_postgres(
     finished_lines = [ln for ln in r.stdout.splitlines() if ln.startswith("trial ")]
     assert len(finished_lines) == n_trials  # one line per finished trial when stdout is not a TTY
 
-    if parallel != 2:
-        return
     # status numbers match the study
     st = run_cli("status", "--study", "qs", "--storage", url, "--json")
     assert st.returncode == 0 and SECRET not in st.stdout + st.stderr
@@ -130,8 +129,9 @@ def test_sweep_export_train_on_postgres(
     assert json.loads(ob.stdout)["number"] == best.number
 
 
-def test_every_trial_failing_exits_1_with_a_message(tmp_path: Path, pretrained: Path) -> None:
-    """Unreadable images pass the cheap pre-flight but fail every trial: the failure budget ends the sweep."""
+def test_unreadable_images_stop_the_sweep_at_the_first_trial_naming_the_file(tmp_path: Path, pretrained: Path) -> None:
+    """Unreadable images pass the cheap pre-flight (``validate`` without --deep) but would fail every trial the
+    same way: the sweep stops at the first, names the file, spends no failure budget on copies, exits 1."""
     from PIL import Image
 
     for cls in ("cats", "dogs"):
@@ -142,16 +142,17 @@ def test_every_trial_failing_exits_1_with_a_message(tmp_path: Path, pretrained: 
             (d / f"broken{i}.jpg").write_bytes(b"not an image")
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(
-        "study: {name: broken, n_trials: 5}\nmax_failures: 1\nparallel: 1\n"
+        "study: {name: broken, n_trials: 5}\nmax_failures: 3\nparallel: 1\n"
         f"train: {{weights: {pretrained}, epochs: 2, dataset: {{type: imagefolder, path: {tmp_path / 'data'}}}}}\n"
     )
     r = run_cli("sweep", str(cfg), "--storage", f"sqlite:///{tmp_path / 'b.db'}", "--no-progress", cwd=tmp_path)
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "max_failures=1" in r.stdout
+    stop = next(line for line in r.stdout.splitlines() if line.startswith("stopping:"))
+    assert re.search(r"unreadable image \S+/broken\d\.jpg", stop) and "not the hyperparameters' fault" in stop
     assert "Traceback" not in r.stdout + r.stderr
     trials = optuna.load_study(study_name="broken", storage=f"sqlite:///{tmp_path / 'b.db'}").get_trials()
-    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
-    assert all("broken" in t.user_attrs["fail_reason"] for t in trials)
+    assert [t.state for t in trials] == [TrialState.FAIL]  # the first trial, and no copies
+    assert trials[0].user_attrs["fail_kind"] == "environment" and "broken" in trials[0].user_attrs["fail_reason"]
 
 
 def test_the_examples_run_as_shipped(tmp_path: Path) -> None:

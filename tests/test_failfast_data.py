@@ -6,31 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from hpo.config import load_sweep_config
 from hpo.errors import ConfigError
 from tests.conftest import run_cli
-
-
-def write_images(folder: Path, n: int, seed: int, fmt: str) -> list[Path]:
-    """``n`` real RGB images of random pixels (64 px: half a JPEG keeps its header)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    paths = []
-    for i in range(n):
-        path = folder / f"img{i:03d}.{fmt.lower()}"
-        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path, fmt)
-        paths.append(path)
-    return paths
-
-
-def truncate(path: Path) -> Path:
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    return path
+from tests.fixtures_files import truncate, write_images
 
 
 def sweep_yaml(tmp_path: Path, data: Path, *, weights: str = "null", dataset: str = "") -> Path:

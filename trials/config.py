@@ -42,10 +42,20 @@ class DatasetConfig:
     """Where the images come from.
 
     - ``digits``: scikit-learn's bundled 8x8 handwritten digits, upscaled to 32x32 RGB (offline demos, tests).
-    - ``imagefolder``: ``path/train/<class>/*`` + ``path/val/<class>/*`` (optional ``path/test``), or one
-      folder ``path/<class>/*`` split by ``val_split`` (stratified, deterministic by ``seed``).
+    - ``imagefolder``: ``path/train/<class>/*`` with optional ``path/val/<class>/*`` and
+      ``path/test/<class>/*``, or one folder ``path/<class>/*``.
     - ``torchvision``: a built-in dataset by ``name`` (CIFAR10, CIFAR100, ...) under ``path``; ``download``
       fetches it where there is network.
+
+    Three disjoint splits. **test** is held out for ``hpo train`` and ``hpo verify``; sweep trials never
+    see it. It is the dataset's own test set (``path/test``, a torchvision dataset's test split) unless
+    ``test_split`` is set; otherwise, and whenever there is no such set (digits, an image folder without
+    ``test/``), ``test_split`` of every class (default ``DEFAULT_TEST_SPLIT``, 0.2) is carved out first;
+    ``test_split: 0`` holds nothing out. **val** (what trials select on) is the dataset's own val set
+    (``path/val``, a torchvision val split) unless ``val_split`` is set; otherwise ``val_split`` (default
+    0.2) of what remains. Which images fall in which split, and which are kept by ``max_train_samples``
+    and ``max_val_samples``, is decided by ``split_seed`` alone (stratified by class): the same for every
+    trial, every ``train.seed`` and every process.
 
     ``on_bad_image`` (image folders only): ``error`` (the default) fails the run on the first image that
     does not decode, naming the file; ``skip`` decodes every image once when the folder is first loaded
@@ -60,6 +70,8 @@ class DatasetConfig:
     path: str | None = None
     name: str | None = None
     val_split: float | None = None
+    test_split: float | None = None
+    split_seed: int = 0
     download: bool = False
     classes: tuple[int | str, ...] | None = None
     max_train_samples: int | None = None
@@ -83,6 +95,19 @@ class DatasetConfig:
                 self.val_split,
                 "must be between 0 and 1 (exclusive)",
             )
+        if self.test_split is not None:
+            _check(
+                _finite(self.test_split) and 0 <= self.test_split < 1,
+                p + "test_split",
+                self.test_split,
+                "must be at least 0 and below 1 (0: no test split)",
+            )
+        _check(
+            isinstance(self.split_seed, int) and not isinstance(self.split_seed, bool),
+            p + "split_seed",
+            self.split_seed,
+            "must be an integer",
+        )
         if self.classes is not None:
             _check(len(self.classes) >= 2, p + "classes", self.classes, "must list at least 2 classes")
             _check(len(set(self.classes)) == len(self.classes), p + "classes", self.classes, "must not repeat a class")

@@ -1,13 +1,22 @@
-"""Datasets: scikit-learn digits, an image folder, or a torchvision dataset, as train/val datasets.
+"""Datasets: scikit-learn digits, an image folder, or a torchvision dataset, as train, val and test datasets.
 
 Loading is in two layers. The base data (the digits decoded, the folder listed, the torchvision
 dataset opened) is cached per process, so a warm worker that runs many trials reads it once. On top,
-each call picks classes, splits and subsamples (cheap, deterministic by seed) and wraps the samples
+each call picks classes, splits and subsamples (cheap, deterministic by ``split_seed``) and wraps the samples
 in ``ImageSubset``, which applies the transform per sample.
 
-Validation data: a dataset's own val (or test) split is used unless ``val_split`` is set; then, and
-whenever there is no such split (digits, a one-folder image tree), val is carved out of the training
-data, stratified by class (``val_split`` defaults to 0.2).
+Three disjoint splits, all decided by ``dataset.split_seed`` (never by ``train.seed``), so they are the
+same for every trial, every training seed and every process:
+
+- test (``load_test``; ``fit`` never loads it, trials select on val only): the dataset's own test set
+  (``path/test/<class>/*``, a torchvision dataset's test split) unless ``test_split`` is set; then, and
+  whenever there is no such set, ``test_split`` (default 0.2) of every class is held out of the training
+  data first, stratified by class, before classes are picked (so a class's test images do not depend on
+  which other classes a config trains on). ``test_split: 0`` holds nothing out.
+- val: the dataset's own val set (``path/val``, a torchvision val split such as Flowers102's) unless
+  ``val_split`` is set; then, and whenever there is no such set, ``val_split`` (default 0.2) of what the
+  test split left, stratified by class.
+- train: the rest; ``max_train_samples`` and ``max_val_samples`` subsample train and val by class.
 
 Unreadable images (a truncated JPEG, a text file named .png): with ``on_bad_image: error`` the first one
 read raises DataError naming the file, in the main process even when a DataLoader worker decoded it
@@ -39,28 +48,32 @@ from trials.config import DatasetConfig
 from trials.errors import DataError, one_line
 
 DEFAULT_VAL_SPLIT = 0.2
+#: The fraction held out as the test split when a dataset has no test set of its own.
+DEFAULT_TEST_SPLIT = 0.2
 DEFAULT_TORCHVISION_ROOT = "~/.cache/hpo/datasets"
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
 )
 DIGITS_SIZE = 32
-#: Splits used as (train, val) by torchvision datasets that take ``split=`` instead of ``train=``.
-TORCHVISION_SPLITS: dict[str, tuple[str, str]] = {
-    "SVHN": ("train", "test"),
-    "STL10": ("train", "test"),
-    "Food101": ("train", "test"),
-    "Flowers102": ("train", "val"),
-    "DTD": ("train", "val"),
-    "OxfordIIITPet": ("trainval", "test"),
-    "GTSRB": ("train", "test"),
-    "FGVCAircraft": ("trainval", "test"),
-    "Country211": ("train", "valid"),
-    "StanfordCars": ("train", "test"),
-    "RenderedSST2": ("train", "val"),
-    "PCAM": ("train", "val"),
+#: Splits used as (train, val, test) by torchvision datasets that take ``split=`` instead of ``train=``;
+#: val None: carved out of train. Others that take ``split=`` use ``_DEFAULT_TORCHVISION_SPLITS``.
+TORCHVISION_SPLITS: dict[str, tuple[str, str | None, str]] = {
+    "SVHN": ("train", None, "test"),
+    "STL10": ("train", None, "test"),
+    "Food101": ("train", None, "test"),
+    "Flowers102": ("train", "val", "test"),
+    "DTD": ("train", "val", "test"),
+    "OxfordIIITPet": ("trainval", None, "test"),
+    "GTSRB": ("train", None, "test"),
+    "FGVCAircraft": ("trainval", None, "test"),
+    "Country211": ("train", "valid", "test"),
+    "StanfordCars": ("train", None, "test"),
+    "RenderedSST2": ("train", "val", "test"),
+    "PCAM": ("train", "val", "test"),
 }
+_DEFAULT_TORCHVISION_SPLITS: tuple[str, str | None, str] = ("train", None, "test")
 _TORCHVISION_EXAMPLES = "CIFAR10, CIFAR100, MNIST, FashionMNIST, KMNIST, SVHN, STL10, Flowers102, Food101"
-_SEED_SPLIT, _SEED_TRAIN_SUBSET, _SEED_VAL_SUBSET = 1, 2, 3  # independent random streams per seed
+_SEED_SPLIT, _SEED_TRAIN_SUBSET, _SEED_VAL_SUBSET, _SEED_TEST = 1, 2, 3, 4  # independent streams per seed
 #: What PIL raises for a file that is not an image or does not decode: OSError (truncated data,
 #: UnidentifiedImageError), and ValueError, SyntaxError, EOFError or struct.error from some format plugins.
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError)
@@ -71,13 +84,15 @@ _log = logging.getLogger(__name__)
 
 @dataclass
 class DataBundle:
-    """Train and val datasets (yielding ``(float CHW tensor, int label)``) and the class names."""
+    """Train and val datasets (yielding ``(float CHW tensor, int label)``) and the class names.
+
+    No test set: ``load_test`` builds it, for ``hpo train`` and ``hpo verify`` only."""
 
     train: Dataset[tuple[torch.Tensor, int]]
     val: Dataset[tuple[torch.Tensor, int]]
     class_names: list[str]
     num_classes: int
-    #: ``(path, reason)`` of the images dropped by ``on_bad_image: skip`` (train and val folders).
+    #: ``(path, reason)`` of the images dropped by ``on_bad_image: skip`` (train, val and test folders).
     skipped: tuple[tuple[str, str], ...] = ()
 
 
@@ -96,6 +111,7 @@ class _Split:
 class _Base:
     train: _Split
     val: _Split | None  # None: carve val out of train
+    test: _Split | None  # None: carve test out of train (or hold none out: test_split 0)
     class_names: tuple[str, ...]
     skipped: tuple[tuple[str, str], ...] = ()
 
@@ -167,7 +183,13 @@ class _TorchvisionImages:
 
 @functools.lru_cache(maxsize=4)
 def _load_base(
-    kind: str, path: str | None, name: str | None, download: bool, own_val: bool, skip_bad: bool = False
+    kind: str,
+    path: str | None,
+    name: str | None,
+    download: bool,
+    own_val: bool,
+    own_test: bool = True,
+    skip_bad: bool = False,
 ) -> _Base:
     # Keyed only by what decides the base data, so trials that differ in seed, classes or sample
     # counts share it (and a folder scanned for unreadable images is scanned once per process).
@@ -175,9 +197,9 @@ def _load_base(
     if kind == "digits":
         return _digits()
     if kind == "imagefolder":
-        return _imagefolder(Path(_required(path, "path")), own_val, skip_bad)
+        return _imagefolder(Path(_required(path, "path")), own_val, own_test, skip_bad)
     root = Path(path or DEFAULT_TORCHVISION_ROOT).expanduser()
-    return _torchvision(_required(name, "name"), root, download, own_val)
+    return _torchvision(_required(name, "name"), root, download, own_val, own_test)
 
 
 def _required(value: str | None, field: str) -> str:
@@ -200,23 +222,26 @@ def _digits() -> _Base:
     x = torch.nn.functional.interpolate(x, size=DIGITS_SIZE, mode="bilinear", align_corners=False)
     images = x.round_().clamp_(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
     labels = np.asarray(digits.target, dtype=np.int64)
-    return _Base(_Split(_TensorImages(images), labels), None, tuple(str(i) for i in range(10)))
+    return _Base(_Split(_TensorImages(images), labels), None, None, tuple(str(i) for i in range(10)))
 
 
 # ---------------------------------------------------------------- image folders
 
 
-def imagefolder_roots(path: str | Path, *, own_val: bool = True) -> tuple[Path, Path | None]:
-    """``(train_root, val_root)`` of an image folder: ``path/train`` and ``path/val`` when both exist
-    (val_root None when ``own_val`` is False), ``path/train`` alone, else ``path`` itself."""
+def imagefolder_roots(
+    path: str | Path, *, own_val: bool = True, own_test: bool = True
+) -> tuple[Path, Path | None, Path | None]:
+    """``(train_root, val_root, test_root)`` of an image folder: ``path/train``, with ``path/val`` and
+    ``path/test`` where they exist (None when absent, or when ``own_val`` / ``own_test`` is False), else
+    ``path`` itself with neither (a folder ``path/test`` there is a class called test)."""
     root = Path(path).expanduser()
     if not root.is_dir():
         raise DataError(f"dataset.path: {root} does not exist or is not a directory")
     train = root / "train"
     if train.is_dir():
-        val = root / "val"
-        return train, (val if own_val and val.is_dir() else None)
-    return root, None
+        val, test = root / "val", root / "test"
+        return train, (val if own_val and val.is_dir() else None), (test if own_test and test.is_dir() else None)
+    return root, None, None
 
 
 def class_dirs(root: Path, minimum: int = 2) -> list[str]:
@@ -256,14 +281,17 @@ def _empty_class_error(folder: Path) -> DataError:
     return DataError(f"dataset.path: class folder {folder} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
 
 
-def check_class_match(train_root: Path, train_names: list[str], val_root: Path, val_names: list[str]) -> None:
-    """Raise DataError unless the train and val folders have the same class folders."""
-    if train_names != val_names:
-        only_train = sorted(set(train_names) - set(val_names))
-        only_val = sorted(set(val_names) - set(train_names))
+def check_class_match(
+    train_root: Path, train_names: list[str], other_root: Path, other_names: list[str], other: str = "val"
+) -> None:
+    """Raise DataError unless the train folder and the ``other`` (val or test) folder have the same class
+    folders."""
+    if train_names != other_names:
+        only_train = sorted(set(train_names) - set(other_names))
+        only_other = sorted(set(other_names) - set(train_names))
         raise DataError(
-            f"dataset.path: class folders differ between {train_root} and {val_root}: "
-            f"only in train {only_train}, only in val {only_val}"
+            f"dataset.path: class folders differ between {train_root} and {other_root}: "
+            f"only in train {only_train}, only in {other} {only_other}"
         )
 
 
@@ -272,7 +300,7 @@ def imagefolder_images(path: str | Path) -> list[str]:
     class folders of ``path/train``, ``path/val`` and ``path/test`` when ``path/train`` exists, else of
     ``path``."""
     root = Path(path).expanduser()
-    train_root, _ = imagefolder_roots(root)
+    train_root, _, _ = imagefolder_roots(root)
     roots = [root / s for s in ("train", "val", "test") if (root / s).is_dir()] if train_root != root else [root]
     return [f for r in roots for name in class_dirs(r, minimum=0) for f in _images_in(r / name)]
 
@@ -297,18 +325,21 @@ def _list_folder(root: Path, names: list[str], skip_bad: bool) -> tuple[_Split, 
     return _Split(_FileImages(paths), np.asarray(labels, dtype=np.int64)), bad
 
 
-def _imagefolder(path: Path, own_val: bool, skip_bad: bool) -> _Base:
-    train_root, val_root = imagefolder_roots(path, own_val=own_val)
+def _imagefolder(path: Path, own_val: bool, own_test: bool, skip_bad: bool) -> _Base:
+    train_root, val_root, test_root = imagefolder_roots(path, own_val=own_val, own_test=own_test)
     names = class_dirs(train_root)
-    val: _Split | None = None
-    val_bad: list[tuple[str, str]] = []
-    if val_root is not None:
-        check_class_match(train_root, names, val_root, class_dirs(val_root, minimum=0))
-        val, val_bad = _list_folder(val_root, names, skip_bad)
+    held: dict[str, _Split | None] = {"val": None, "test": None}
+    held_bad: list[tuple[str, str]] = []
+    for part, root in (("val", val_root), ("test", test_root)):
+        if root is not None:
+            check_class_match(train_root, names, root, class_dirs(root, minimum=0), part)
+            held[part], bad = _list_folder(root, names, skip_bad)
+            held_bad += bad
+    val, test = held["val"], held["test"]
     train, train_bad = _list_folder(train_root, names, skip_bad)
-    skipped = train_bad + val_bad
+    skipped = train_bad + held_bad
     if skipped:
-        total = len(train.labels) + (len(val.labels) if val is not None else 0) + len(skipped)
+        total = len(train.labels) + sum(len(s.labels) for s in (val, test) if s is not None) + len(skipped)
         _log.warning(
             "dataset %s: skipped %d unreadable image(s) of %d (on_bad_image: skip): %s",
             path,
@@ -316,7 +347,7 @@ def _imagefolder(path: Path, own_val: bool, skip_bad: bool) -> _Base:
             total,
             _few_bad(skipped),
         )
-    return _Base(train, val, tuple(names), tuple(skipped))
+    return _Base(train, val, test, tuple(names), tuple(skipped))
 
 
 def _few_bad(bad: Sequence[tuple[str, str]], n: int = _SHOWN_BAD) -> str:
@@ -344,12 +375,24 @@ def torchvision_class(name: str) -> type:
     return klass
 
 
+def torchvision_parts(klass: type, name: str) -> tuple[bool, bool]:
+    """``(has_val, has_test)``: whether torchvision dataset ``klass`` (called ``name``) has a val split and a
+    test split of its own. Datasets taking ``train=`` have a test split (``train=False``) and no val."""
+    params = inspect.signature(klass).parameters
+    if "train" in params:
+        return False, True
+    if "split" in params:
+        return TORCHVISION_SPLITS.get(name, _DEFAULT_TORCHVISION_SPLITS)[1] is not None, True
+    return False, False
+
+
 def _open_torchvision(klass: type, name: str, root: Path, download: bool, part: str) -> Any:
     params = inspect.signature(klass).parameters
     if "train" in params:
         kwargs: dict[str, Any] = {"train": part == "train"}
     elif "split" in params:
-        kwargs = {"split": TORCHVISION_SPLITS.get(name, ("train", "test"))[0 if part == "train" else 1]}
+        splits = TORCHVISION_SPLITS.get(name, _DEFAULT_TORCHVISION_SPLITS)
+        kwargs = {"split": splits[("train", "val", "test").index(part)]}
     else:
         kwargs = {}
     if "download" in params:
@@ -377,12 +420,12 @@ def _targets(dataset: Any) -> np.ndarray:
     return np.asarray([dataset[i][1] for i in range(len(dataset))], dtype=np.int64)  # decodes: slow fallback
 
 
-def _torchvision(name: str, root: Path, download: bool, own_val: bool) -> _Base:
+def _torchvision(name: str, root: Path, download: bool, own_val: bool, own_test: bool) -> _Base:
     klass = torchvision_class(name)
     train = _open_torchvision(klass, name, root, download, "train")
-    params = inspect.signature(klass).parameters
-    has_val = "train" in params or "split" in params
+    has_val, has_test = torchvision_parts(klass, name)
     val = _open_torchvision(klass, name, root, download, "val") if own_val and has_val else None
+    test = _open_torchvision(klass, name, root, download, "test") if own_test and has_test else None
     labels = _targets(train)
     classes = getattr(train, "classes", None)
     n = int(labels.max()) + 1 if len(labels) else 0
@@ -392,6 +435,7 @@ def _torchvision(name: str, root: Path, download: bool, own_val: bool) -> _Base:
     return _Base(
         _Split(_TorchvisionImages(train), labels),
         None if val is None else _Split(_TorchvisionImages(val), _targets(val)),
+        None if test is None else _Split(_TorchvisionImages(test), _targets(test)),
         tuple(names),
     )
 
@@ -426,10 +470,12 @@ def _rng(seed: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([seed % 2**64, stream])  # SeedSequence refuses negative seeds
 
 
-def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    labels: np.ndarray, fraction: float, seed: int, stream: int = _SEED_SPLIT
+) -> tuple[np.ndarray, np.ndarray]:
     """Positions ``(keep, held_out)`` into ``labels``: each class holds out fraction * n (rounded) of its n
     samples (at least 1 when it has 2 or more, always leaving 1), chosen at random by ``seed``."""
-    rng = _rng(seed, _SEED_SPLIT)
+    rng = _rng(seed, stream)
     keep, held = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
     for c in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == c))
@@ -517,45 +563,101 @@ class ImageLoader:
             yield batch
 
 
-def load_data(cfg: DatasetConfig, *, image_size: int, aug_strength: float, seed: int) -> DataBundle:
-    """Train and val datasets for ``cfg``: classes picked, split and subsampled by ``seed``, train samples
-    augmented with ``train_transform(aug_strength)``, val samples with ``eval_transform``."""
+@dataclass(frozen=True)
+class _Selection:
+    """Which samples each split holds: positions into ``base.train``, ``val_from`` and ``test_from``, and
+    ``remap`` from base class indices to the picked classes' labels (-1: not picked)."""
+
+    picked: list[int]
+    remap: np.ndarray
+    train: np.ndarray
+    val_from: _Split
+    val: np.ndarray
+    test_from: _Split | None  # None: no test split (test_split 0)
+    test: np.ndarray
+
+
+def _base_for(cfg: DatasetConfig) -> _Base:
     path = str(Path(cfg.path).expanduser().resolve()) if cfg.path else None
-    own_val = cfg.val_split is None
     skip_bad = cfg.type == "imagefolder" and cfg.on_bad_image == "skip"
-    base = _load_base(cfg.type, path, cfg.name, cfg.download, own_val, skip_bad)
+    return _load_base(cfg.type, path, cfg.name, cfg.download, cfg.val_split is None, cfg.test_split is None, skip_bad)
+
+
+def _select(cfg: DatasetConfig, base: _Base) -> _Selection:
+    """Split and subsample ``base`` as ``cfg`` says, by ``cfg.split_seed`` alone (see the module docstring)."""
     picked = select_classes(base.class_names, cfg.classes)
     remap = np.full(len(base.class_names), -1, dtype=np.int64)
     remap[picked] = np.arange(len(picked))
+    seed = cfg.split_seed
 
-    train_idx = np.flatnonzero(remap[base.train.labels] >= 0)
+    def wanted(split: _Split, positions: np.ndarray) -> np.ndarray:
+        return positions[remap[split.labels[positions]] >= 0]
+
+    pool = np.arange(len(base.train.labels))
+    test_from, test_idx = base.test, np.arange(len(base.test.labels) if base.test is not None else 0)
+    fraction = DEFAULT_TEST_SPLIT if cfg.test_split is None else cfg.test_split
+    if base.test is None and fraction > 0:
+        # Held out of every class before classes are picked: a class's test images are the same whichever
+        # other classes a config trains on.
+        pool, test_idx = stratified_split(base.train.labels, fraction, seed, _SEED_TEST)
+        test_from = base.train
+    if test_from is not None:
+        test_idx = wanted(test_from, test_idx)
+
+    train_idx = wanted(base.train, pool)
     if base.val is None:
         fraction = cfg.val_split if cfg.val_split is not None else DEFAULT_VAL_SPLIT
         keep, held = stratified_split(base.train.labels[train_idx], fraction, seed)
-        val_split, val_idx, train_idx = base.train, train_idx[held], train_idx[keep]
+        val_from, val_idx, train_idx = base.train, train_idx[held], train_idx[keep]
     else:
-        val_split = base.val
-        val_idx = np.flatnonzero(remap[base.val.labels] >= 0)
+        val_from, val_idx = base.val, wanted(base.val, np.arange(len(base.val.labels)))
     if cfg.max_train_samples is not None:
         labels = remap[base.train.labels[train_idx]]
         train_idx = train_idx[stratified_subset(labels, cfg.max_train_samples, seed)]
     if cfg.max_val_samples is not None:
-        labels = remap[val_split.labels[val_idx]]
+        labels = remap[val_from.labels[val_idx]]
         val_idx = val_idx[stratified_subset(labels, cfg.max_val_samples, seed, _SEED_VAL_SUBSET)]
-    if len(train_idx) < 2 or len(val_idx) < 1:
+    return _Selection(picked, remap, train_idx, val_from, val_idx, test_from, test_idx)
+
+
+def load_data(cfg: DatasetConfig, *, image_size: int, aug_strength: float) -> DataBundle:
+    """Train and val datasets for ``cfg``: classes picked, split and subsampled by ``cfg.split_seed``, train
+    samples augmented with ``train_transform(aug_strength)``, val samples with ``eval_transform``.
+
+    The test split is held out of both and not built here (``load_test``)."""
+    base = _base_for(cfg)
+    sel = _select(cfg, base)
+    if len(sel.train) < 2 or len(sel.val) < 1:
         raise DataError(
-            f"dataset: {len(train_idx)} training and {len(val_idx)} validation images after "
+            f"dataset: {len(sel.train)} training and {len(sel.val)} validation images after "
             f"selecting classes and splitting; need at least 2 and 1"
         )
     return DataBundle(
         train=ImageSubset(
-            base.train, train_idx, remap[base.train.labels[train_idx]], train_transform(aug_strength, image_size)
+            base.train, sel.train, sel.remap[base.train.labels[sel.train]], train_transform(aug_strength, image_size)
         ),
-        val=ImageSubset(val_split, val_idx, remap[val_split.labels[val_idx]], eval_transform(image_size)),
-        class_names=[base.class_names[i] for i in picked],
-        num_classes=len(picked),
+        val=ImageSubset(sel.val_from, sel.val, sel.remap[sel.val_from.labels[sel.val]], eval_transform(image_size)),
+        class_names=[base.class_names[i] for i in sel.picked],
+        num_classes=len(sel.picked),
         skipped=base.skipped,
     )
+
+
+def load_test(cfg: DatasetConfig, *, image_size: int) -> ImageSubset:
+    """The held-out test split of ``cfg`` (picked classes only, labelled as ``load_data`` labels them, with
+    ``eval_transform``): the same images for every trial, training seed and process, disjoint from train
+    and val. For final evaluation only (``hpo train``, ``hpo verify``); ``fit`` never calls it.
+
+    DataError when ``test_split: 0`` holds nothing out, or no test image is left of the picked classes.
+    """
+    base = _base_for(cfg)
+    sel = _select(cfg, base)
+    if sel.test_from is None:
+        raise DataError("dataset.test_split: 0 holds no test split out; set it above 0 (or add a test/ folder)")
+    if len(sel.test) < 1:
+        raise DataError("dataset: no test image of the picked classes (a class needs 2 images for one to be held out)")
+    labels = sel.remap[sel.test_from.labels[sel.test]]
+    return ImageSubset(sel.test_from, sel.test, labels, eval_transform(image_size))
 
 
 def check_dataset(cfg: DatasetConfig) -> None:
@@ -563,12 +665,15 @@ def check_dataset(cfg: DatasetConfig) -> None:
     if cfg.type == "digits":
         select_classes([str(i) for i in range(10)], cfg.classes)
     elif cfg.type == "imagefolder":
-        train_root, val_root = imagefolder_roots(_required(cfg.path, "path"), own_val=cfg.val_split is None)
+        train_root, val_root, test_root = imagefolder_roots(
+            _required(cfg.path, "path"), own_val=cfg.val_split is None, own_test=cfg.test_split is None
+        )
         names = class_dirs(train_root)
         roots = [train_root]
-        if val_root is not None:
-            check_class_match(train_root, names, val_root, class_dirs(val_root, minimum=0))
-            roots.append(val_root)
+        for part, root in (("val", val_root), ("test", test_root)):
+            if root is not None:
+                check_class_match(train_root, names, root, class_dirs(root, minimum=0), part)
+                roots.append(root)
         for root in roots:
             for name in names:
                 if not has_image(root / name):

@@ -5,6 +5,9 @@ after every epoch and stops when the answer is ``"prune"``; it knows nothing of 
 Metrics per epoch: ``val_acc`` (top-1 in [0, 1]), ``val_loss`` (plain cross-entropy, without label
 smoothing so that runs with different smoothing compare), ``train_loss`` (mean over the epoch, with
 smoothing) and ``lr`` (the head's learning rate at the epoch's last step).
+
+``fit`` selects on val only and never loads the held-out test split; ``evaluate_test`` measures a trained
+model on it afterwards (``hpo train``, ``hpo verify``), as ``test_acc`` and ``test_loss``.
 """
 
 from __future__ import annotations
@@ -33,13 +36,15 @@ from trials.checkpoint import (
     set_rng_state,
 )
 from trials.config import TrainConfig
-from trials.data import ImageLoader, load_data
+from trials.data import ImageLoader, load_data, load_test
 from trials.errors import TrainConfigError, one_line
 from trials.models import backbone_modules, build_model, split_parameters
 from trials.paths import CHECKPOINT_NAME
 from trials.reporting import CONTINUE, PRUNE, Reporter
 
 METRIC_KEYS = ("val_acc", "val_loss", "train_loss", "lr")
+#: The test-split counterpart of each metric ``fit`` can monitor.
+TEST_METRICS = {"val_acc": "test_acc", "val_loss": "test_loss"}
 
 _log = logging.getLogger(__name__)
 
@@ -381,9 +386,7 @@ def fit(
         torch.set_num_threads(num_threads)
     _seed_everything(config.seed)
 
-    data = load_data(
-        config.dataset, image_size=config.resolved_image_size, aug_strength=config.aug_strength, seed=config.seed
-    )
+    data = load_data(config.dataset, image_size=config.resolved_image_size, aug_strength=config.aug_strength)
     model = build_model(config.model, data.num_classes, dropout=config.dropout, weights=config.weights)
     if on_cuda:  # bf16 autocast + channels_last is the fast path for convnets on tensor cores
         torch.backends.cudnn.benchmark = True
@@ -507,3 +510,39 @@ def fit(
             )
             return result("early_stopped")
     return result("completed")
+
+
+# ---------------------------------------------------------------- the held-out test split
+
+
+def evaluate_test(model: nn.Module, config: TrainConfig) -> dict[str, float]:
+    """``test_acc`` and ``test_loss`` of a trained ``model`` on ``config``'s held-out test split
+    (``load_test``), measured by ``evaluate`` as val is: eval mode, plain cross-entropy, the config's
+    device, batch size and autocast. Raises DataError when the config holds no test split out."""
+    device = resolve_device(config.device)
+    on_cuda = device.type == "cuda"
+    test = load_test(config.dataset, image_size=config.resolved_image_size)
+    loader = ImageLoader(
+        test,
+        shuffle=False,
+        batch_size=config.batch_size,
+        num_workers=config.num_workers,
+        pin_memory=on_cuda,
+    )
+    amp_dtype = torch.bfloat16 if on_cuda and config.amp else None
+    metrics = evaluate(
+        model.to(device), loader, nn.CrossEntropyLoss(), device, amp_dtype=amp_dtype, channels_last=on_cuda
+    )
+    return {TEST_METRICS[k]: v for k, v in metrics.items()}
+
+
+def fit_and_test(
+    config: TrainConfig, num_threads: int | None = None, *, log: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """``fit`` (no reporter, no checkpoints: exactly what ``hpo train`` runs), then ``evaluate_test`` on the
+    best epoch's weights. Returns ``FitResult.summary()`` with ``test_metrics`` added: plain JSON data, for
+    a task on a remote worker (``hpo verify``)."""
+    result = fit(config, num_threads=num_threads, log=log)
+    summary = result.summary()
+    summary["test_metrics"] = _json_safe(evaluate_test(result.model, config))
+    return summary

@@ -73,31 +73,42 @@ def write(storage: Any, study_id: int, lease: Mapping[str, Any] | None) -> None:
     storage.set_study_system_attr(study_id, KEY, dict(lease) if lease else None)
 
 
+def _swap(
+    url: str, storage: Any, study_id: int, refuse: Callable[[Lease | None], bool], new: Lease | None
+) -> Lease | None:
+    """Under the study's lock: read the lease; unless ``refuse(held)``, write ``new``. Returns what was held."""
+    with exclusive(url, LEASE_LOCK_BASE + study_id):
+        held = read(storage, study_id)
+        if not refuse(held):
+            write(storage, study_id, new)
+        return held
+
+
 def acquire(url: str, storage: Any, study_id: int, mine: Lease) -> Lease | None:
     """Take the study's lease for ``mine`` unless another live sweep holds it; returns that holder's lease
     (and writes nothing) when it does, None once the lease is ours."""
-    with exclusive(url, LEASE_LOCK_BASE + study_id):
-        held = read(storage, study_id)
-        if held and held.get("owner") != mine["owner"] and is_live(held, now=time.time(), host=socket.gethostname()):
-            return held
-        write(storage, study_id, {**mine, "heartbeat": time.time()})
-        return None
+
+    def live_other(held: Lease | None) -> bool:
+        return bool(held) and not _ours(held, mine) and is_live(held, now=time.time(), host=socket.gethostname())
+
+    held = _swap(url, storage, study_id, live_other, {**mine, "heartbeat": time.time()})
+    return held if live_other(held) else None
 
 
 def renew(url: str, storage: Any, study_id: int, mine: Lease) -> bool:
     """Renew our lease's heartbeat; False (and nothing written) when another sweep has taken it."""
-    with exclusive(url, LEASE_LOCK_BASE + study_id):
-        held = read(storage, study_id)
-        if held and held.get("owner") != mine["owner"]:
-            return False
-        write(storage, study_id, {**mine, "heartbeat": time.time()})
-        return True
+
+    def other(held: Lease | None) -> bool:
+        return bool(held) and not _ours(held, mine)
+
+    return not other(_swap(url, storage, study_id, other, {**mine, "heartbeat": time.time()}))
 
 
 def release(url: str, storage: Any, study_id: int, owner: str) -> bool:
-    """Give the lease up if ``owner`` holds it. True when it is no longer ours (released, or taken over)."""
-    with exclusive(url, LEASE_LOCK_BASE + study_id):
-        held = read(storage, study_id)
-        if held and held.get("owner") == owner:
-            write(storage, study_id, None)
-        return True
+    """Give the lease up if ``owner`` holds it. True: it is no longer ours (released, or taken over)."""
+    _swap(url, storage, study_id, lambda held: not held or held.get("owner") != owner, None)
+    return True
+
+
+def _ours(held: Lease | None, mine: Lease) -> bool:
+    return bool(held) and held.get("owner") == mine["owner"]  # type: ignore[union-attr]

@@ -1,8 +1,9 @@
 """``hpo report``: one self-contained HTML file about a study, readable offline and easy to share.
 
 It holds the summary ``hpo status`` prints (trials by state, the best trial, the compute pruning and
-early stopping saved), the best trial's training config as YAML, Optuna's plots (plotly, with
-plotly.js inlined once) and the trial table. Nothing in it loads anything from the network.
+early stopping saved), the verdict of ``hpo verify`` when the study has one, the best trial's training
+config as YAML, Optuna's plots (plotly, with plotly.js inlined once) and the trial table. Nothing in it
+loads anything from the network.
 The page is ``templates/report_page.html``, rendered by Jinja2 with autoescaping on.
 """
 
@@ -43,6 +44,62 @@ PLOTS = (
 
 
 @dataclass(frozen=True)
+class Verification:
+    """The last ``hpo verify`` verdict stored on the study (user attr ``hpo:verify``), as the report shows it."""
+
+    reproduced: bool
+    metric: str
+    val_mean: float | None
+    trial: int | None
+    trial_value: float | None
+    tolerance: float | None
+    test_metric: str
+    gain_mean: float | None
+    ci95: tuple[float, float] | None
+    seeds: list[int]
+    baseline: str
+    verified_at: str
+
+
+def verification_of(raw: Any) -> Verification | None:
+    """The verdict in a study's ``hpo:verify`` user attr, or None when there is none or it is not one
+    ``hpo verify`` wrote (the attr is data from the database: read defensively, never trusted)."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("reproduced"), bool):
+        return None
+    gain = raw.get("gain")
+    gain = gain if isinstance(gain, dict) else {}
+    ci = gain.get("ci95")
+    lo_hi = (
+        (float(ci[0]), float(ci[1]))
+        if isinstance(ci, list) and len(ci) == 2 and all(_is_number(x) for x in ci)
+        else None
+    )
+    seeds = raw.get("seeds")
+    return Verification(
+        reproduced=raw["reproduced"],
+        metric=str(raw.get("metric", "value")),
+        val_mean=_number_or_none(raw.get("val_mean")),
+        trial=raw["trial"] if isinstance(raw.get("trial"), int) else None,
+        trial_value=_number_or_none(raw.get("trial_value")),
+        tolerance=_number_or_none(raw.get("tolerance")),
+        test_metric=str(raw.get("test_metric", "test metric")),
+        gain_mean=_number_or_none(gain.get("mean")),
+        ci95=lo_hi,
+        seeds=[s for s in seeds if isinstance(s, int)] if isinstance(seeds, list) else [],
+        baseline=str(raw.get("baseline_source", "")),
+        verified_at=str(raw.get("verified_at", "")),
+    )
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _number_or_none(x: Any) -> float | None:
+    return float(x) if _is_number(x) else None
+
+
+@dataclass(frozen=True)
 class Plot:
     """One plot section: the figure's HTML (a div and the script that draws it), or why it is left out.
 
@@ -72,6 +129,7 @@ def write_report(storage_url: str, study_name: str, output: str | Path) -> Path:
         direction = study.direction.name.lower()
         trials = study.get_trials(deepcopy=False)
         plots = build_plots(study, metric)
+        verification = verification_of(study.user_attrs.get(studies.ATTR_VERIFY))
     status = summarize(study_name, metric, direction, trials)
     best = studies.select_best(trials, direction)
     page = render(
@@ -81,6 +139,7 @@ def write_report(storage_url: str, study_name: str, output: str | Path) -> Path:
         plots=plots,
         source=strip_password(storage_url),
         generated=dt.datetime.now(dt.timezone.utc),
+        verification=verification,
     )
     return files.write_atomic(output, page)
 
@@ -194,6 +253,7 @@ def render(
     plots: Sequence[Plot],
     source: str,
     generated: dt.datetime,
+    verification: Verification | None = None,
 ) -> str:
     """The report page (``templates/report_page.html``, autoescaped); plotly.js is inlined once.
 
@@ -219,4 +279,5 @@ def render(
         best=best,
         best_config=None if config is None else files.dumps(config),
         plots=plotly,
+        verification=verification,
     )

@@ -13,10 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from PIL import Image
 
+from tests.fixtures_files import truncate, write_images
 from trials.config import DatasetConfig, TrainConfig
 from trials.data import find_unreadable_images, load_data
 from trials.errors import DataError, TrainConfigError
@@ -25,27 +25,12 @@ from trials.train import fit
 
 
 def write_jpegs(folder: Path, n: int, seed: int, size: int = 64) -> list[Path]:
-    """``n`` real RGB JPEGs of random pixels in ``folder`` (large enough that half a file keeps its header)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    paths = []
-    for i in range(n):
-        path = folder / f"photo{i:03d}.jpg"
-        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path, "JPEG", quality=90)
-        paths.append(path)
-    return paths
-
-
-def truncate(path: Path) -> Path:
-    """Cut a real image file in half, as an interrupted copy or download leaves it."""
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    return path
+    return write_images(folder, n, seed, "JPEG", size)
 
 
 @pytest.fixture
 def photos(tmp_path: Path, png_tree: Callable[..., Path]) -> tuple[Path, Path]:
-    """``(root, bad)``: a one-folder ImageFolder (PNG cats, JPEG dogs, 6 each) whose ``dog/photo002.jpg``
+    """``(root, bad)``: a one-folder ImageFolder (PNG cats, JPEG dogs, 6 each) whose ``dog/img002.jpg``
     is truncated."""
     root = tmp_path / "photos"
     png_tree(root, {"cat": 6})
@@ -57,7 +42,8 @@ def folder_config(root: Path, **dataset: Any) -> TrainConfig:
     return TrainConfig.from_dict(
         {
             "model": "resnet18",
-            "dataset": {"type": "imagefolder", "path": str(root), "val_split": 0.5, **dataset},
+            # test_split 0: every image in train or val, where training reads it
+            "dataset": {"type": "imagefolder", "path": str(root), "val_split": 0.5, "test_split": 0, **dataset},
             "image_size": 32,
             "batch_size": 4,
             "epochs": 1,
@@ -79,7 +65,7 @@ def test_a_jpeg_cut_in_half_passes_verify_but_not_a_decode(photos: tuple[Path, P
 
 def test_the_dataset_names_the_unreadable_file(photos: tuple[Path, Path]) -> None:
     root, bad = photos
-    bundle = load_data(folder_config(root).dataset, image_size=16, aug_strength=0.0, seed=0)
+    bundle = load_data(folder_config(root).dataset, image_size=16, aug_strength=0.0)
     assert len(bundle.train) + len(bundle.val) == 12 and bundle.skipped == ()  # error mode: listed, not decoded
     with pytest.raises(DataError) as info:
         for ds in (bundle.train, bundle.val):
@@ -106,7 +92,7 @@ def test_skip_trains_on_the_rest_and_warns_once_with_the_count(
     root, bad = photos
     config = folder_config(root, on_bad_image="skip")
     with caplog.at_level(logging.WARNING, logger="trials.data"):
-        bundle = load_data(config.dataset, image_size=16, aug_strength=0.0, seed=0)
+        bundle = load_data(config.dataset, image_size=16, aug_strength=0.0)
         result = fit(config)
     assert bundle.skipped == ((str(bad), bundle.skipped[0][1]),)
     assert len(bundle.train) + len(bundle.val) == 11
@@ -127,10 +113,10 @@ def test_skip_keeps_labels_with_their_files(tmp_path: Path, png_tree: Callable[.
     png_tree(root / "val", {"a": 2, "b": 2})
     (root / "train" / "a" / "img001.png").write_bytes(b"not a png")
     truncate(write_jpegs(root / "val" / "b", 1, seed=3)[0])
-    cfg = DatasetConfig(type="imagefolder", path=str(root), on_bad_image="skip")
-    bundle = load_data(cfg, image_size=12, aug_strength=0.0, seed=0)
+    cfg = DatasetConfig(type="imagefolder", path=str(root), on_bad_image="skip", test_split=0)
+    bundle = load_data(cfg, image_size=12, aug_strength=0.0)
     assert sorted(p for p, _ in bundle.skipped) == sorted(
-        [str(root / "train" / "a" / "img001.png"), str(root / "val" / "b" / "photo000.jpg")]
+        [str(root / "train" / "a" / "img001.png"), str(root / "val" / "b" / "img000.jpg")]
     )
     for ds in (bundle.train, bundle.val):
         paths = [ds.split.images.paths[int(i)] for i in ds.indices]  # type: ignore[attr-defined]
@@ -151,7 +137,6 @@ def test_skip_with_every_image_of_a_class_unreadable_is_an_error(tmp_path: Path,
             DatasetConfig(type="imagefolder", path=str(root), on_bad_image="skip"),
             image_size=12,
             aug_strength=0,
-            seed=0,
         )
 
 

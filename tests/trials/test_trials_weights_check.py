@@ -7,16 +7,15 @@ so nothing depends on the user's cache.
 
 from __future__ import annotations
 
-import http.server
 import re
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.fixtures_files import http_server as serve
 from trials.config import TrainConfig
 from trials.errors import ModelError
 from trials.models import cached_weights_path, check_weights, probe_url
@@ -79,21 +78,8 @@ def test_the_probe_decides_when_the_file_is_not_cached(torch_home: Path) -> None
 @pytest.fixture
 def http_server() -> Iterator[str]:
     """A real HTTP server on loopback: HEAD /ok answers 200, anything else 404."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_HEAD(self) -> None:
-            self.send_response(200 if self.path == "/ok" else 404)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve(lambda path: 200 if path == "/ok" else 404) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def test_probe_url_answers(http_server: str) -> None:

@@ -1,0 +1,57 @@
+"""Real files and servers that several test modules make: image folders (with a broken image), and an HTTP
+server on loopback that answers with a status chosen by path."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def write_images(folder: Path, n: int, seed: int, fmt: str = "JPEG", size: int = 64) -> list[Path]:
+    """``n`` real RGB images of random pixels (64 px: half a JPEG keeps its header)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        path = folder / f"img{i:03d}.{'jpg' if fmt == 'JPEG' else fmt.lower()}"
+        pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(path, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+        paths.append(path)
+    return paths
+
+
+def truncate(path: Path) -> Path:
+    """Cut a real image file in half, as an interrupted copy or download leaves it."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+@contextlib.contextmanager
+def http_server(status: Callable[[str], int]) -> Iterator[int]:
+    """A real HTTP server on loopback answering every GET and HEAD with ``status(path)``; yields its port."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            self.send_response(status(self.path))
+            self.end_headers()
+
+        do_GET = _answer
+        do_HEAD = _answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
