@@ -3,7 +3,7 @@
 Optuna studies stored in PostgreSQL (or a SQLite file), trials dispatched by Ray, Optuna's median
 pruning and early stopping inside each trial. The library API mirrors the CLI::
 
-    from hpo import load_sweep_config, run_sweep, export_best, train_from_file
+    from hpo import load_sweep_config, run_sweep, export_best, train_from_file, verify_file
 
 Importing ``hpo`` is cheap: the heavy modules load when first used, and Ray workers import only
 ``hpo.cluster.worker``, ``hpo.coordinator.actor`` and ``trials``.
@@ -24,6 +24,8 @@ _LAZY = {
     "SweepResult": "hpo.sweep",
     "export_best": "hpo.views.export",
     "train_from_file": "hpo.train",
+    "verify_file": "hpo.verify",
+    "VerifySettings": "hpo.verify",
     "HpoError": "hpo.errors",
     "ConfigError": "hpo.errors",
     "SweepError": "hpo.errors",

@@ -93,14 +93,19 @@ class PrunerConfig(_Model):
 
 
 class ResourcesConfig(_Model):
-    """Ray resources one trial takes; fractions share a GPU (0.5 = two trials per GPU)."""
+    """Ray resources one trial takes; fractions share a GPU (0.5 = two trials per GPU). ``gpus_per_trial: auto``
+    (the default) is one GPU per trial when the Ray cluster has GPUs, none when it has none."""
 
     cpus_per_trial: float = Field(1.0, gt=0, le=1024)
-    gpus_per_trial: float = Field(0.0, ge=0, le=64)
+    gpus_per_trial: float | Literal["auto"] = "auto"
 
     @field_validator("gpus_per_trial")
     @classmethod
-    def _gpus(cls, v: float) -> float:
+    def _gpus(cls, v: float | str) -> float | str:
+        if isinstance(v, str):
+            return v
+        if not (0 <= v <= 64):
+            raise ValueError(f"must be 'auto' or a number of GPUs from 0 to 64, got {v!r}")
         if v > 1 and v != int(v):
             raise ValueError(f"must be a fraction of one GPU (<= 1) or a whole number of GPUs, got {v!r}")
         return v

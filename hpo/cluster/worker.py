@@ -70,12 +70,14 @@ class Abandoned(RuntimeError):
 def run_trial(run: TrialRun, coordinator: Any, workload: Workload) -> dict[str, Any]:
     """The body of a trial task, on a worker."""
     started = time.time()
+    gpus = _hide_gpus_unless_given()
     ctx = ray.get_runtime_context()
     node = {
         "id": ctx.get_node_id(),
         "host": socket.gethostname(),
         "pid": os.getpid(),
-        "gpus": [str(g) for g in ray.get_gpu_ids()],
+        "gpus": gpus,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
     # where and in which process the trial runs, for the dashboard and fault handling; waited for, so that
     # it is recorded before any report, and so that a trial the driver has given up on does not run
@@ -108,6 +110,16 @@ def run_trial(run: TrialRun, coordinator: Any, workload: Workload) -> dict[str, 
     if run.submitted_at is not None:  # waiting for a worker and its resources (clocks of other hosts may differ)
         summary["queued_s"] = max(0.0, started - run.submitted_at)
     return summary
+
+
+def _hide_gpus_unless_given() -> list[str]:
+    """The GPUs Ray gave this task. A task given none sees none: Ray 2.60 leaves ``CUDA_VISIBLE_DEVICES`` unset
+    for it (ray#54868), so it would see every GPU of the node, outside Ray's accounting. Set before torch
+    initialises CUDA (workers that get no GPU never get one, so they never initialised it)."""
+    gpus = [str(g) for g in ray.get_gpu_ids()]
+    if not gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    return gpus
 
 
 def _tensorboard(log_dir: str | None, config: dict[str, Any]) -> Any:
@@ -145,6 +157,7 @@ def warm_workers(cpus: float, gpus: float, workload: Workload, n: int) -> list[A
 
 def _import_workload(workload: Workload) -> int:
     # unpickling ``workload`` imported its module; the default workload imports the training stack lazily
+    _hide_gpus_unless_given()
     if workload is train_workload:
         import trials.train  # noqa: F401
     return os.getpid()

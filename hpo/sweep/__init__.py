@@ -15,7 +15,7 @@ _LAZY = {
     "run_sweep": "hpo.sweep.run",
     "SweepResult": "hpo.sweep.run",
     "preflight": "hpo.sweep.run",
-    "resolve_parallel": "hpo.sweep.run",
+    "place": "hpo.sweep.run",
     "Stopper": "hpo.sweep.stop",
     "StopReason": "hpo.sweep.ledger",
     "ASK_AHEAD": "hpo.sweep.loop",

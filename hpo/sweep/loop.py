@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 
@@ -30,6 +30,9 @@ from hpo.sweep.prepare import DRIVER_LOST
 from hpo.sweep.stop import Stopper
 from storage import StorageError
 
+if TYPE_CHECKING:
+    from hpo.sweep.run import Placement
+
 TICK_SECONDS = 1.0
 ASK_AHEAD = 2  # at most this many trials asked ahead of a free slot
 NOT_STARTED = "not started: the sweep stopped"
@@ -42,17 +45,17 @@ class SweepLoop:
         cfg: SweepConfig,
         coordinator: Any,
         *,
-        parallel: int,
+        placement: Placement,
         workload: Workload,
         observer: Observer,
         stopper: Stopper,
         ledger: Ledger,
     ) -> None:
-        res = cfg.resources
+        parallel = placement.parallel
         self.cfg, self.c, self.parallel, self.workload = cfg, coordinator, parallel, workload
         self.obs, self.stopper, self.ledger = observer, stopper, ledger
-        self.task = trial_task(res.cpus_per_trial, res.gpus_per_trial)
-        self.threads = max(1, int(res.cpus_per_trial))
+        self.task = trial_task(placement.cpus, placement.gpus)
+        self.threads = max(1, int(placement.cpus))
         # Beyond the free slots, this many trials are asked ahead, so that freed slots start them at once (with
         # one slot there is nothing to overlap: the ask would only queue behind the trial's reports).
         self.ahead = min(parallel, ASK_AHEAD) if parallel > 1 else 0

@@ -84,10 +84,10 @@ def run_sweep(
     clock = Clock()
     with contextlib.ExitStack() as stack:
         info = stack.enter_context(ray_session(ray_address or os.environ.get("RAY_ADDRESS") or None))
-        parallel = resolve_parallel(cfg, info)  # a sweep the cluster cannot run is refused before the study
-        settings = CoordinatorSettings.from_config(cfg, parallel=parallel, lease=mine)
+        placement = place(cfg, info)  # a sweep the cluster cannot run is refused before the study exists
+        settings = CoordinatorSettings.from_config(cfg, parallel=placement.parallel, lease=mine)
         # the coordinator's process (and the first trials' workers) start while the study is prepared
-        handle = stack.enter_context(_coordinator(settings, cfg, workload, parallel))
+        handle = stack.enter_context(_coordinator(settings, placement, workload))
         prepared = prepare_study(cfg, mine=mine, enqueue=enqueue)
         stack.callback(_release, handle, cfg, mine)
         _say_prepared(obs, cfg, prepared)
@@ -104,7 +104,7 @@ def run_sweep(
                 f"nothing to do: the study already has {prepared.finished} finished trials (n_trials={ledger.target})"
             )
             return _result(cfg, ledger, clock)
-        obs.message(f"running up to {parallel} trials at once on {info.describe()}")
+        obs.message(f"running {placement.describe()}, on {info.describe()}")
         handle.connecting = True
         if not call(handle.actor.connect.remote()):  # it renews the lease: False when another sweep took it
             raise StudyBusyError(f"study {cfg.study_name!r} was taken over by another hpo sweep as this one started")
@@ -112,7 +112,7 @@ def run_sweep(
         if previous is not None:
             stack.callback(signal.signal, signal.SIGINT, previous)
         loop = SweepLoop(
-            cfg, handle.actor, parallel=parallel, workload=workload, observer=obs, stopper=stopper, ledger=ledger
+            cfg, handle.actor, placement=placement, workload=workload, observer=obs, stopper=stopper, ledger=ledger
         )
         loop.run(prepared.orphans)
         stopper.announce(obs)
@@ -122,19 +122,39 @@ def run_sweep(
     raise AssertionError("unreachable")
 
 
-def resolve_parallel(cfg: SweepConfig, info: RayInfo) -> int:
-    """How many trials run at once: the config's ``parallel``, or what the cluster's resources fit; a trial
-    that needs more than the cluster has is a ``ConfigError``."""
+def place(cfg: SweepConfig, info: RayInfo) -> Placement:
+    """What each trial gets and how many run at once: ``gpus_per_trial: auto`` is one GPU per trial on a cluster
+    with GPUs and none on one without; ``parallel`` is the config's, or what the cluster's resources fit. A
+    trial that needs more than the cluster has, or ``train.device: cuda`` with no GPU, is a ``ConfigError``."""
     res = cfg.resources
-    if res.gpus_per_trial > 0 and info.gpus < res.gpus_per_trial:
-        raise ConfigError(
-            f"resources.gpus_per_trial: the Ray cluster has {info.gpus:g} GPUs, got {res.gpus_per_trial:g}"
-        )
+    gpus = (1.0 if info.gpus >= 1 else 0.0) if res.gpus_per_trial == "auto" else float(res.gpus_per_trial)
+    if gpus > 0 and info.gpus < gpus:
+        raise ConfigError(f"resources.gpus_per_trial: the Ray cluster has {info.gpus:g} GPUs, got {gpus:g}")
     if info.cpus < res.cpus_per_trial:
         raise ConfigError(
             f"resources.cpus_per_trial: the Ray cluster has {info.cpus:g} CPUs, got {res.cpus_per_trial:g}"
         )
-    return cfg.parallel or fit_parallel(info, res.cpus_per_trial, res.gpus_per_trial)
+    if gpus == 0 and cfg.base_train.device == "cuda":
+        raise ConfigError(
+            f"train.device: 'cuda', but a trial gets no GPU (resources.gpus_per_trial: {res.gpus_per_trial}; "
+            f"the Ray cluster has {info.gpus:g} GPUs); use device: auto or cpu, or give trials GPUs"
+        )
+    parallel = cfg.parallel or fit_parallel(info, res.cpus_per_trial, gpus)
+    return Placement(cpus=res.cpus_per_trial, gpus=gpus, parallel=parallel)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Resources of one trial, and how many trials run at once."""
+
+    cpus: float
+    gpus: float
+    parallel: int
+
+    def describe(self) -> str:
+        each = f"{self.cpus:g} CPU{'s' if self.cpus != 1 else ''}"
+        each += f" and {self.gpus:g} GPU{'s' if self.gpus > 1 else ''} each" if self.gpus else " each, no GPU"
+        return f"{self.parallel} trial{'s' if self.parallel != 1 else ''} at once, {each}"
 
 
 @dataclass
@@ -145,11 +165,11 @@ class _Handle:
 
 
 @contextlib.contextmanager
-def _coordinator(settings: CoordinatorSettings, cfg: SweepConfig, workload: Workload, n: int) -> Iterator[_Handle]:
-    """The coordinator actor, started unconnected, with ``n`` trial workers warming up beside it; closed (it
+def _coordinator(settings: CoordinatorSettings, placement: Placement, workload: Workload) -> Iterator[_Handle]:
+    """The coordinator actor, started unconnected, with a trial worker per slot warming up beside it; closed (it
     runs the calls queued before, then gives the lease up) and killed on the way out."""
     handle = _Handle(actor.start(settings))
-    warm_workers(cfg.resources.cpus_per_trial, cfg.resources.gpus_per_trial, workload, n)
+    warm_workers(placement.cpus, placement.gpus, workload, placement.parallel)
     try:
         yield handle
     finally:
