@@ -73,6 +73,8 @@ PATHS = [
     "train.dataset",
     "train.dataset.type",
     "train.dataset.val_split",
+    "train.dataset.test_split",
+    "train.dataset.split_seed",
     "train.dataset.classes",
     "train.dataset.max_train_samples",
     "train.label_smoothing",

@@ -41,6 +41,7 @@ def test_every_stop_reason_has_one_exit_code(reason: StopReason, code: int) -> N
         (FailureKind.TRIAL, False, True, False),
         (FailureKind.INFRA, True, True, False),
         (FailureKind.ENVIRONMENT, False, False, True),
+        (FailureKind.GPU_MEMORY, False, False, False),
         (FailureKind.INTERRUPTED, False, False, False),
         (FailureKind.NOT_STARTED, False, False, False),
     ],

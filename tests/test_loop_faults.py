@@ -268,3 +268,22 @@ def test_a_local_ray_counts_its_cpus_itself() -> None:
     from hpo.cluster.session import local_init_options
 
     assert "num_cpus" not in local_init_options("/tmp/x")
+
+
+@pytest.mark.postgres
+@pytest.mark.usefixtures("ray_local")
+def test_out_of_gpu_memory_is_named_not_retried_and_spends_no_budget(tmp_path: Path, pg_url: str) -> None:
+    """Issue 13 (4): ``torch.cuda.OutOfMemoryError`` (raised on the CPU here, the same exception type) is FAIL
+    "out of GPU memory at batch_size=..., model=...", never retried, and spends no failure budget."""
+    text = BASE.replace("search_space:\n", "search_space:\n  batch_size: [16, 256]\n") + "max_failures: 0\nretries: 2\n"
+    cfg = _cfg(tmp_path, pg_url, text, parallel=2)
+    result = run_sweep(cfg, workload=workloads.out_of_gpu_memory, observer=QuietObserver(), check_data=False)
+    assert result.exit_code == 0 and result.failed_now == 0
+    trials = optuna.load_study(study_name="f", storage=pg_url).get_trials()
+    oom = [t for t in trials if t.state == TrialState.FAIL]
+    assert oom, "the sampler never picked batch_size 256"
+    for t in oom:
+        assert t.params["batch_size"] == 256 and t.user_attrs["fail_kind"] == "gpu_memory"
+        assert t.user_attrs["fail_reason"] == "out of GPU memory at batch_size=256, model=resnet18"
+        assert "retried_by" not in t.user_attrs
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 6

@@ -3,6 +3,7 @@ the verdict stored on a real SQLite study), and ``hpo report`` showing a stored 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -184,6 +185,15 @@ def test_report_shows_a_stored_verdict(tmp_path: Path) -> None:
     assert '<div class="label">seeds</div><div class="value">3</div>' in text and "training seeds 0, 1, 2" in text
 
 
+def test_a_stored_verdict_is_text_on_the_page(tmp_path: Path) -> None:
+    url = make_study(tmp_path, "escaped")
+    planted = dataclasses.replace(sample_verdict("escaped"), baseline_source="<script>alert(1)</script>.yaml")
+    store_verdict(url, "escaped", planted.to_dict())
+    page = write_report(url, "escaped", tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "tuned minus &lt;script&gt;alert(1)&lt;/script&gt;.yaml" in page
+    assert "<script>alert(1)" not in page
+
+
 def test_a_stored_verdict_that_is_not_one_is_left_out(tmp_path: Path) -> None:
     url = make_study(tmp_path, "odd")
     store_verdict(url, "odd", {"reproduced": "<script>yes</script>", "gain": 3})
@@ -292,3 +302,34 @@ def test_cli_verify_refuses_bad_input_before_starting_ray(tmp_path: Path) -> Non
     assert "train.dataset.split_seed must be the tuned config's 0" in r.stderr and "got 1" in r.stderr
     r = run_cli("verify", "--help", timeout=60)
     assert r.returncode == 0 and "--seeds" in r.stdout and "--baseline" in r.stdout and "--tolerance" in r.stdout
+
+
+# ---------------------------------------------------------------- hpo train records the test split
+
+
+@pytest.mark.slow
+def test_cli_train_evaluates_on_the_test_split_and_records_it(tmp_path: Path) -> None:
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(files.dumps({"train": {**TUNED, "epochs": 1}}))
+    r = run_cli("train", str(cfg), "--output", str(tmp_path / "run"), timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    test = metrics["test_metrics"]
+    assert set(test) == {"test_acc", "test_loss"} and 0 <= test["test_acc"] <= 1
+    assert f"test: test_acc={test['test_acc']:.4f} test_loss={test['test_loss']:.4f}" in r.stdout
+    assert set(metrics["best_metrics"]) >= {"val_acc", "val_loss"}  # val as before, test beside it
+
+
+def test_train_without_a_test_split_records_none(tmp_path: Path) -> None:
+    from hpo.train import train_from_file
+
+    cfg = tmp_path / "train.yaml"
+    train = {**TUNED, "epochs": 1, "dataset": {"type": "digits", "classes": [0, 1], "test_split": 0}}
+    cfg.write_text(files.dumps({"train": {**train, "dataset": {**train["dataset"], "max_train_samples": 32}}}))
+    threads = torch.get_num_threads()
+    try:
+        run = train_from_file(cfg, tmp_path / "run", log=lambda s: None, num_threads=1)
+    finally:
+        torch.set_num_threads(threads)
+    assert run.test_metrics is None
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test_metrics"] is None

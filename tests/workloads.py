@@ -97,3 +97,17 @@ def steal_lease(
         storage.engine.dispose()
     os.environ["HPO_TEST_EPOCH_SECONDS"] = "1.0"
     return synthetic({**config, "epochs": 30}, reporter, checkpoint_dir, num_threads=num_threads)
+
+
+def out_of_gpu_memory(
+    config: dict[str, Any], reporter: Reporter, checkpoint_dir: str, *, num_threads: int | None
+) -> dict[str, Any]:
+    """Runs out of GPU memory, as a large batch of a large model does: the exception torch raises then
+    (raised here on the CPU), while a big tensor is alive in this frame. Trials with batch_size 16 fit."""
+    import torch
+
+    if config["batch_size"] == 16:
+        return synthetic(config, reporter, checkpoint_dir, num_threads=num_threads)
+    activations = torch.zeros(8_000_000)  # noqa: F841 - what an OOM leaves referenced by the traceback's frames
+    reporter(1, {"val_acc": 0.1, "val_loss": 0.9})
+    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

@@ -63,6 +63,11 @@ class TrialRun:
     submitted_at: float | None = None  # time.time() at submission
 
 
+class GpuOutOfMemory(RuntimeError):
+    """The trial ran out of GPU memory (``torch.cuda.OutOfMemoryError``), raised without the training frames
+    so that their tensors are freed before the next trial on this worker's GPU starts."""
+
+
 class Abandoned(RuntimeError):
     """The trial was finished (told) before a worker started it: nothing is run."""
 
@@ -99,8 +104,16 @@ def run_trial(run: TrialRun, coordinator: Any, workload: Workload) -> dict[str, 
         src = Path(run.resume_from, CHECKPOINT_NAME)
         if src.is_file():  # a retry continues from the failed trial's last epoch
             shutil.copy2(src, Path(run.checkpoint_dir, CHECKPOINT_NAME))
+    oom: str | None = None
     try:
-        summary = workload(run.config, reporter, run.checkpoint_dir, num_threads=run.num_threads)
+        try:
+            summary = workload(run.config, reporter, run.checkpoint_dir, num_threads=run.num_threads)
+        except Exception as e:
+            if not _is_cuda_oom(e):
+                raise
+            oom = " ".join(str(e).split())[:300]
+        if oom is not None:  # raised here, outside the handler: the training frames are gone already
+            raise GpuOutOfMemory(oom)
     finally:
         if writer is not None:
             writer.close()
@@ -135,10 +148,18 @@ def _tensorboard(log_dir: str | None, config: dict[str, Any]) -> Any:
     return writer
 
 
+def _is_cuda_oom(e: BaseException) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(e, torch.cuda.OutOfMemoryError)
+
+
 def _release_gpu_memory() -> None:
     """Return cached CUDA memory so the next trial on a shared GPU gets it (workers are reused)."""
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
+        import gc
+
+        gc.collect()  # tensors held by reference cycles of the finished (or failed) run
         torch.cuda.empty_cache()
 
 

@@ -19,6 +19,7 @@ class FailureKind(enum.Enum):
     INFRA = "infra"  # its worker or node died, or its driver was lost: the same params may well succeed
     ENVIRONMENT = "environment"  # not the hyperparameters' fault (unreadable data, missing weights, a bug in
     # the workload): every trial would fail the same way
+    GPU_MEMORY = "gpu_memory"  # out of GPU memory: these params do not fit this GPU (not retried, no budget)
     INTERRUPTED = "interrupted"  # cancelled by the user
     NOT_STARTED = "not_started"  # asked (or queued for a retry) but the sweep stopped before it ran
 

@@ -104,7 +104,7 @@ class SweepLoop:
         if not self.running:
             return self.ledger.more_needed()  # a tell just read came back FAIL: the target needs another trial
         done, _ = ray.wait(list(self.running), num_returns=1, timeout=0.5)
-        ended = [(self.running.pop(ref), self._outcome(ref)) for ref in done]
+        ended = [(asked, self._outcome(ref, asked)) for ref in done for asked in [self.running.pop(ref)]]
         for _ in ended:
             self.ledger.ended()
         if all(o.state != "FAIL" for _, o in ended):  # a failure may spend the budget: tell it first
@@ -261,14 +261,14 @@ class SweepLoop:
             self.asking.clear()
             ray.get(refs + list(self.telling), timeout=WIND_DOWN_TIMEOUT)
 
-    def _outcome(self, ref: ray.ObjectRef) -> Outcome:
+    def _outcome(self, ref: ray.ObjectRef, asked: Asked) -> Outcome:
         """How the trial task ``ref`` ended (it has ended)."""
         try:
             return outcomes.from_result(ray.get(ref), self.cfg.study.metric)
         except ray.exceptions.RayActorError as e:
             raise SweepError(f"the coordinator died: {outcomes.describe_error(e)}") from e
         except ray.exceptions.RayError as e:
-            return outcomes.from_error(e)
+            return outcomes.from_error(e, asked.train_config)
 
 
 def _ready(ref: Any, *, wait: bool) -> bool:

@@ -10,6 +10,7 @@ from typing import Any
 import ray.exceptions
 
 from hpo import study as studies
+from hpo.cluster.worker import GpuOutOfMemory
 from hpo.coordinator.messages import FailureKind, Outcome
 from trials.errors import DataError, ModelError
 
@@ -44,9 +45,15 @@ def from_result(result: Mapping[str, Any], metric: str) -> Outcome:
     return Outcome("COMPLETE", float(value), None, attrs)
 
 
-def from_error(exc: BaseException) -> Outcome:
-    """A trial task raised, or its worker or node died."""
-    return Outcome.fail(kind_of(exc), describe_error(exc))
+def from_error(exc: BaseException, config: Mapping[str, Any] | None = None) -> Outcome:
+    """A trial task raised, or its worker or node died. ``config``: the trial's training config (named in the
+    reason of a failure it caused, such as running out of GPU memory)."""
+    kind = kind_of(exc)
+    if kind is FailureKind.GPU_MEMORY and config is not None:
+        return Outcome.fail(
+            kind, f"out of GPU memory at batch_size={config.get('batch_size')}, model={config.get('model')}"
+        )
+    return Outcome.fail(kind, describe_error(exc))
 
 
 def kind_of(exc: BaseException) -> FailureKind:
@@ -57,6 +64,8 @@ def kind_of(exc: BaseException) -> FailureKind:
     if isinstance(exc, e.NodeDiedError | e.WorkerCrashedError | e.LocalRayletDiedError):
         return FailureKind.INFRA
     cause = getattr(exc, "cause", None) if isinstance(exc, e.RayTaskError) else exc
+    if isinstance(cause, GpuOutOfMemory):
+        return FailureKind.GPU_MEMORY
     if isinstance(cause, ENVIRONMENT_ERRORS):
         return FailureKind.ENVIRONMENT
     return FailureKind.TRIAL
