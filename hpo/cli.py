@@ -190,8 +190,11 @@ def validate(
         f"sampler {cfg.study.sampler.name}, pruner {cfg.pruner.type}"
     )
     out.print(f"storage: {mask_url(cfg.storage or '')}")
+    conditions = cfg.space.conditions
     for name, dist in cfg.space.distributions.items():
-        out.print(f"  search {name}: {dist}")
+        when = conditions.get(name)
+        cond = " when " + ", ".join(f"{k} in {list(v)}" for k, v in when.items()) if when else ""
+        out.print(f"  search {name}: {dist}{cond}")
     if cfg.space.fixed:
         out.print(f"  fixed: {format_params(cfg.space.fixed)}")
     out.print("ok")

@@ -8,12 +8,18 @@ Each entry of ``search_space`` is one of::
     optimizer: [adamw, sgd]
     dropout: 0.1                                  # fixed: not searched, but applied to every trial
     dropout: {value: 0.1}                         # the same, spelled out
+    momentum: {low: 0.8, high: 0.99, when: {optimizer: sgd}}     # conditional: suggested only when
+    warmup_epochs: {low: 0, high: 2, when: {scheduler: [cosine]}}  # the condition holds
+
+A condition names another searched categorical, or a fixed training field (the base config's value), and
+the value or values for which the parameter is searched. A parameter whose condition is false is not
+suggested (absent from the trial's params), and the trial trains with the field's default.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +43,9 @@ DEFAULT_SPACE: dict[str, Any] = {
 
 _RANGE_KEYS = frozenset({"low", "high", "log", "step"})
 
+#: A parameter's condition: the name of another parameter or training field -> the values it must take.
+Conditions = dict[str, tuple[Any, ...]]
+
 
 class SpaceError(ValueError):
     """A search-space entry is invalid. ``path`` is relative to ``search_space``."""
@@ -55,6 +64,7 @@ class Param:
     name: str
     distribution: BaseDistribution | None
     value: Any = None
+    when: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # searched only if each named field takes one of its values
 
     @property
     def is_fixed(self) -> bool:
@@ -81,10 +91,14 @@ class SearchSpace:
         return {p.name: p.distribution for p in self.params if p.distribution is not None}
 
     @property
+    def conditions(self) -> dict[str, Conditions]:
+        """The conditional parameters' conditions, by parameter name (plain data, for the coordinator)."""
+        return {p.name: dict(p.when) for p in self.params if p.when}
+
+    @property
     def fixed(self) -> dict[str, Any]:
         """The fixed parameters, applied to every trial as they are."""
         return {p.name: p.value for p in self.params if p.distribution is None}
-
 
     def to_spec(self) -> dict[str, Any]:
         """The space as a plain, YAML-safe spec that ``parse_space`` turns back into an equal space."""
@@ -103,6 +117,8 @@ class SearchSpace:
                 if d.step is not None and not (isinstance(d, IntDistribution) and d.step == 1):
                     spec["step"] = d.step
                 out[p.name] = spec
+            if p.when:
+                out[p.name]["when"] = {field: list(values) for field, values in p.when}
         return out
 
 
@@ -125,11 +141,107 @@ def parse_space(
             valid = ", ".join(sorted(field_types))
             raise SpaceError(str(name), entry, f"is not a searchable training-config field (valid: {valid})")
         params.append(parse_param(name, entry, field_types[name]))
-    return SearchSpace(tuple(params))
+    return SearchSpace(_ordered(_check_conditions(params, field_types)))
+
+
+def _check_conditions(params: list[Param], field_types: Mapping[str, type]) -> list[Param]:
+    """Each condition names another searched categorical (its values among the choices) or a training field
+    that is not searched (its values of the field's type)."""
+    by_name = {p.name: p for p in params}
+    for p in params:
+        for field, values in p.when:
+            path = f"{p.name}.when.{field}"
+            other = by_name.get(field)
+            if field == p.name:
+                raise SpaceError(path, list(values), "a parameter cannot depend on itself")
+            if other is None:
+                if field not in field_types:
+                    raise SpaceError(path, list(values), "names no searched parameter or training field")
+                for v in values:
+                    _scalar(path, v, field_types[field])
+            elif isinstance(other.distribution, CategoricalDistribution):
+                missing = [v for v in values if v not in other.distribution.choices]
+                if missing:
+                    raise SpaceError(
+                        path, missing[0], f"is not one of {field}'s choices {list(other.distribution.choices)}"
+                    )
+            else:
+                kind = "a fixed value" if other.distribution is None else "a range"
+                raise SpaceError(
+                    path,
+                    list(values),
+                    f"{field} is {kind} in search_space: a condition needs a searched categorical"
+                    " or a training field that is not in search_space",
+                )
+    return params
+
+
+def _ordered(params: list[Param]) -> tuple[Param, ...]:
+    """The params with every condition's parameter before the parameters that depend on it (a cycle is an
+    error naming one of its parameters)."""
+    by_name = {p.name: p for p in params}
+    done: dict[str, Param] = {}
+    visiting: list[str] = []
+
+    def visit(p: Param) -> None:
+        if p.name in done:
+            return
+        if p.name in visiting:
+            cycle = " -> ".join([*visiting[visiting.index(p.name) :], p.name])
+            raise SpaceError(f"{p.name}.when", cycle, "conditions form a cycle")
+        visiting.append(p.name)
+        for field, _ in p.when:
+            if field in by_name:
+                visit(by_name[field])
+        visiting.pop()
+        done[p.name] = p
+
+    for p in params:
+        visit(p)
+    return tuple(done.values())
+
+
+def active(name: str, conditions: Mapping[str, Conditions], values: Mapping[str, Any]) -> bool:
+    """Whether parameter ``name`` is searched, given the values sampled so far and the base config's values
+    (``values``: dotted names)."""
+    return all(values.get(field) in allowed for field, allowed in conditions.get(name, {}).items())
+
+
+def sample(
+    distributions: Mapping[str, BaseDistribution],
+    conditions: Mapping[str, Conditions],
+    base: Mapping[str, Any],
+    suggest: Callable[[str, BaseDistribution], Any],
+) -> dict[str, Any]:
+    """Suggest the active parameters in order (``distributions`` lists a condition's parameter before those
+    that depend on it), through ``suggest(name, distribution)``; returns the suggested values."""
+    known = flatten(base)
+    params: dict[str, Any] = {}
+    for name, dist in distributions.items():
+        if active(name, conditions, {**known, **params}):
+            params[name] = suggest(name, dist)
+    return params
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as dotted names (``early_stopping.patience``)."""
+    out: dict[str, Any] = {}
+    for k, v in config.items():
+        if isinstance(v, Mapping):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def parse_param(name: str, entry: Any, kind: type) -> Param:
     """Parse one search-space entry for a field of type ``kind``."""
+    if isinstance(entry, Mapping) and "when" in entry:
+        rest = {k: v for k, v in entry.items() if k != "when"}
+        param = parse_param(name, rest, kind)
+        if param.distribution is None:
+            raise SpaceError(f"{name}.when", entry["when"], "only a searched parameter can have a condition")
+        return Param(param.name, param.distribution, param.value, _when(f"{name}.when", entry["when"]))
     if isinstance(entry, Mapping):
         keys = set(entry)
         if keys == {"value"}:
@@ -149,6 +261,18 @@ def parse_param(name: str, entry: Any, kind: type) -> Param:
     if isinstance(entry, list | tuple):
         return Param(name, _categorical(name, entry, kind))
     return Param(name, None, _scalar(name, entry, kind))
+
+
+def _when(path: str, when: Any) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    if not isinstance(when, Mapping) or not when:
+        raise SpaceError(path, when, "must map a parameter or training field to a value or a list of values")
+    out = []
+    for field, values in when.items():
+        allowed = tuple(values) if isinstance(values, list | tuple) else (values,)
+        if not allowed:
+            raise SpaceError(f"{path}.{field}", values, "must give at least one value")
+        out.append((str(field), allowed))
+    return tuple(out)
 
 
 def _is_number(x: Any) -> bool:

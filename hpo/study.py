@@ -38,12 +38,17 @@ ATTR_CHECKPOINT_DIR = "checkpoint_dir"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def make_sampler(name: str = "tpe", seed: int | None = None, *, parallel: int = 1) -> optuna.samplers.BaseSampler:
+def make_sampler(
+    name: str = "tpe", seed: int | None = None, *, parallel: int = 1, conditional: bool = False
+) -> optuna.samplers.BaseSampler:
     """The Optuna sampler ``study.sampler`` names. Samplers are not stored in the database, so every process
     that asks trials builds its own from the config (the coordinator gets plain values: no config model)."""
     s = optuna.samplers
     if name == "tpe":
-        # constant_liar keeps parallel TPE from proposing the same point for trials still running
+        # constant_liar keeps parallel TPE from proposing the same point for trials still running; a space
+        # with conditional parameters is modelled per group of parameters that occur together (group=True)
+        if conditional:
+            return s.TPESampler(seed=seed, constant_liar=parallel > 1, multivariate=True, group=True)
         return s.TPESampler(seed=seed, constant_liar=parallel > 1)
     if name == "random":
         return s.RandomSampler(seed=seed)

@@ -31,7 +31,7 @@ from hpo.coordinator.messages import Asked, FailureKind, Outcome, Told
 from hpo.coordinator.pruning import should_prune
 from hpo.coordinator.settings import CoordinatorSettings
 from hpo.coordinator.writes import TOKEN_KEY, Writes
-from hpo.space import trial_config
+from hpo.space import sample, trial_config
 from hpo.sweep import lease
 from storage import close_storage, open_storage, redact, retry_transient, storage_errors
 from trials.reporting import CONTINUE, PRUNE
@@ -80,7 +80,7 @@ class Coordinator:
             lambda: optuna.load_study(
                 study_name=s.study_name,
                 storage=self._storage,
-                sampler=studies.make_sampler(s.sampler, s.seed, parallel=s.parallel),
+                sampler=studies.make_sampler(s.sampler, s.seed, parallel=s.parallel, conditional=bool(s.conditions)),
                 pruner=pruner,  # type: ignore[arg-type]
             )
         )
@@ -95,9 +95,14 @@ class Coordinator:
         token = uuid.uuid4().hex
         trial_id = self._retry(lambda: self._create(token, params=None))
         trial = self._retry(lambda: optuna.Trial(self._study, trial_id))
-        for name, dist in self.settings.distributions.items():
-            self._retry(lambda name=name, dist=dist: trial._suggest(name, dist))  # type: ignore[misc]
-        return self._register(trial_id, trial.number, dict(trial.params), attempt=1)
+        s = self.settings
+        params = sample(
+            s.distributions,
+            s.conditions,
+            s.base_config,
+            lambda name, dist: self._retry(lambda: trial._suggest(name, dist)),
+        )
+        return self._register(trial_id, trial.number, params, attempt=1)
 
     def _create(self, token: str, params: tuple[dict[str, Any], dict[str, Any]] | None) -> int:
         """The trial created with ``token``: found if an earlier try created it, else an enqueued trial

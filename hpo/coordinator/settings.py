@@ -24,7 +24,7 @@ class CoordinatorSettings:
     study_name: str
     metric: str
     direction: str  # maximize | minimize
-    distributions: dict[str, BaseDistribution]
+    distributions: dict[str, BaseDistribution]  # in sampling order: a condition's parameter first
     base_config: dict[str, Any]
     fixed_params: dict[str, Any]
     checkpoint_root: str
@@ -34,6 +34,7 @@ class CoordinatorSettings:
     parallel: int = 1
     retry_timeout: float = 60.0
     lease: dict[str, Any] | None = field(default=None)  # the driver's lease, renewed by the coordinator
+    conditions: dict[str, dict[str, tuple[Any, ...]]] = field(default_factory=dict)  # conditional params
 
     @classmethod
     def from_config(cls, cfg: SweepConfig, *, parallel: int, lease: dict[str, Any] | None) -> CoordinatorSettings:
@@ -53,6 +54,7 @@ class CoordinatorSettings:
             parallel=parallel,
             retry_timeout=cfg.storage_options.retry_timeout,
             lease=lease,
+            conditions=space.conditions,
         )
 
 

@@ -14,6 +14,7 @@ from hpo import study as studies
 from hpo.config import SweepConfig, load_train_file
 from hpo.errors import StudyBusyError
 from hpo.ranking import Best
+from hpo.space import flatten, sample
 from hpo.sweep import lease
 from storage import opened
 
@@ -74,11 +75,7 @@ def release_lease(url: str, name: str, owner: str) -> None:
 
 def _enqueue(study: Any, cfg: SweepConfig, path: str) -> None:
     """Warm-start: queue the searched params of an exported config as the next trial."""
-    train = load_train_file(path).train.to_dict()
-    params = {}
-    for name in cfg.space.distributions:
-        node: Any = train
-        for part in name.split("."):
-            node = node[part]
-        params[name] = node
+    space = cfg.space
+    exported = flatten(load_train_file(path).train.to_dict())
+    params = sample(space.distributions, space.conditions, exported, lambda name, _dist: exported[name])
     study.enqueue_trial(params, skip_if_exists=True)
