@@ -39,6 +39,13 @@ StorageOpt = Annotated[
         show_default=False,
     ),
 ]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        help="Join this Ray cluster (auto, ray://head:10001, host:6379) \\[default: $RAY_ADDRESS, else a local Ray].",
+    ),
+]
 StudyOpt = Annotated[str, typer.Option("--study", help="Study name.")]
 
 # Typer vendors its own click in recent releases; find the usage-error base class either way.
@@ -87,14 +94,7 @@ def sweep(
         int | None,
         typer.Option("--parallel", "-p", help="Trials at once \\[default: parallel, else what Ray's resources fit]."),
     ] = None,
-    ray_address: Annotated[
-        str | None,
-        typer.Option(
-            "--ray-address",
-            help="Join this Ray cluster (auto, ray://head:10001, host:6379) "
-            "\\[default: $RAY_ADDRESS, else a local Ray].",
-        ),
-    ] = None,
+    ray_address: RayAddressOpt = None,
     enqueue: Annotated[
         Path | None, typer.Option("--enqueue", help="Warm-start: run this exported config's params first.")
     ] = None,
@@ -370,14 +370,7 @@ def verify(
             show_default=False,
         ),
     ] = None,
-    ray_address: Annotated[
-        str | None,
-        typer.Option(
-            "--ray-address",
-            help="Join this Ray cluster (auto, ray://head:10001, host:6379) "
-            "\\[default: $RAY_ADDRESS, else a local Ray].",
-        ),
-    ] = None,
+    ray_address: RayAddressOpt = None,
     cpus_per_run: Annotated[float, typer.Option("--cpus-per-run", help="CPUs (and torch threads) per run.")] = 1.0,
     gpus_per_run: Annotated[float, typer.Option("--gpus-per-run", help="GPUs per run (0.5: two runs per GPU).")] = 0.0,
 ) -> None:

@@ -18,6 +18,16 @@ def ranks(value: float | None) -> bool:
 
 
 @dataclass(frozen=True)
+class TrialSummary:
+    """What every view of a trial starts with (the progress line, the status table)."""
+
+    number: int
+    state: str  # COMPLETE | PRUNED | FAIL | RUNNING | WAITING
+    value: float | None
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Best:
     """The best trial so far, as the sweep and the views report it."""
 

@@ -36,6 +36,7 @@ from hpo.space import DEFAULT_SPACE
 from storage import StorageError, mask_url, opened
 from trials.config import METRIC_MODES, TrainConfig
 from trials.errors import TrialsError, one_line
+from trials.reporting import json_safe
 
 #: The fields the default baseline resets to ``TrainConfig``'s defaults: what every sweep searches unless
 #: its config says otherwise. A sweep that searched other fields wants ``--baseline other.yaml``.
@@ -123,7 +124,7 @@ class Verdict:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data with stable keys (NaN and infinities as null)."""
         mean, ci = self.gain
-        return _json_safe(
+        return json_safe(
             {
                 "metric": self.metric,
                 "test_metric": self.test_metric,
@@ -196,16 +197,6 @@ def _mean(values: Sequence[float]) -> float:
     if not values or not all(math.isfinite(v) for v in values):
         return math.nan
     return statistics.fmean(values)
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 # ---------------------------------------------------------------- the command

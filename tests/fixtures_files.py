@@ -1,5 +1,5 @@
-"""Real files and servers that several test modules make: image folders (with a broken image), and an HTTP
-server on loopback that answers with a status chosen by path."""
+"""Real files and servers that several test modules make: a tiny real sweep config, image folders (with a
+broken image), and an HTTP server on loopback that answers with a status chosen by path."""
 
 from __future__ import annotations
 
@@ -11,6 +11,23 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+
+def tiny_sweep(name: str) -> str:
+    """A sweep config that trains for real in a few seconds a trial: 2 trials of a ResNet-18 from scratch on
+    three digit classes at 32 px, one epoch each."""
+    return f"""
+study: {{name: {name}, n_trials: 2, sampler: {{name: random, seed: 0}}}}
+search_space:
+  lr: {{low: 1.0e-3, high: 3.0e-3, log: true}}
+pruner: none
+train:
+  model: resnet18
+  weights: null
+  dataset: {{type: digits, classes: [0, 1, 2], max_train_samples: 60, max_val_samples: 30}}
+  image_size: 32
+  epochs: 1
+"""
 
 
 def write_images(folder: Path, n: int, seed: int, fmt: str = "JPEG", size: int = 64) -> list[Path]:

@@ -18,22 +18,11 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.conftest import run_cli
+from tests.fixtures_files import tiny_sweep
 
 pytestmark = [pytest.mark.slow]
 
-CONFIG = """
-study: {name: race, n_trials: 2, sampler: {name: random, seed: 0}}
-search_space:
-  lr: {low: 1.0e-3, high: 3.0e-3, log: true}
-parallel: 1
-pruner: none
-train:
-  model: resnet18
-  weights: null
-  dataset: {type: digits, classes: [0, 1, 2], max_train_samples: 60, max_val_samples: 30}
-  image_size: 32
-  epochs: 1
-"""
+CONFIG = tiny_sweep("race") + "parallel: 1\n"
 
 
 def _start(cfg: Path, url: str, cwd: Path) -> subprocess.Popen[str]:

@@ -16,19 +16,9 @@ from hpo.config import load_sweep_config
 from hpo.errors import ConfigError
 from hpo.sweep.run import place
 from tests.conftest import run_cli
+from tests.fixtures_files import tiny_sweep
 
-TINY = """
-study: {name: placed, n_trials: 2, sampler: {name: random, seed: 0}}
-search_space:
-  lr: {low: 1.0e-3, high: 3.0e-3, log: true}
-pruner: none
-train:
-  model: resnet18
-  weights: null
-  dataset: {type: digits, classes: [0, 1, 2], max_train_samples: 60, max_val_samples: 30}
-  image_size: 32
-  epochs: 1
-"""
+TINY = tiny_sweep("placed")
 
 
 def _info(cpus: float, gpus: float) -> RayInfo:

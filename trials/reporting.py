@@ -5,8 +5,21 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
+from typing import Any
 
 Reporter = Callable[[int, Mapping[str, float]], str]
 CONTINUE = "continue"
 PRUNE = "prune"
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities as None (JSON has neither), through dicts, lists and tuples."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -40,7 +40,7 @@ from trials.data import ImageLoader, load_data, load_test
 from trials.errors import TrainConfigError, one_line
 from trials.models import backbone_modules, build_model, split_parameters
 from trials.paths import CHECKPOINT_NAME
-from trials.reporting import CONTINUE, PRUNE, Reporter
+from trials.reporting import CONTINUE, PRUNE, Reporter, json_safe
 
 METRIC_KEYS = ("val_acc", "val_loss", "train_loss", "lr")
 #: The test-split counterpart of each metric ``fit`` can monitor.
@@ -66,7 +66,7 @@ class FitResult:
 
     def summary(self) -> dict[str, Any]:
         """Everything but the model as plain JSON data (NaN and infinities become None)."""
-        return _json_safe(
+        return json_safe(
             {
                 "status": self.status,
                 "epochs_run": self.epochs_run,
@@ -79,16 +79,6 @@ class FitResult:
                 "timings": self.timings,
             }
         )
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 # ---------------------------------------------------------------- one epoch
@@ -544,5 +534,5 @@ def fit_and_test(
     a task on a remote worker (``hpo verify``)."""
     result = fit(config, num_threads=num_threads, log=log)
     summary = result.summary()
-    summary["test_metrics"] = _json_safe(evaluate_test(result.model, config))
+    summary["test_metrics"] = json_safe(evaluate_test(result.model, config))
     return summary

@@ -11,6 +11,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from hpo.ranking import TrialSummary
+
 
 class FailureKind(enum.Enum):
     """Why a trial failed, as data the loop acts on."""
@@ -68,13 +70,9 @@ class Outcome:
 
 
 @dataclass(frozen=True)
-class Told:
+class Told(TrialSummary):
     """The coordinator's summary of a trial it has just told (for the loop's counts and progress)."""
 
-    number: int
-    state: str
-    value: float | None
-    params: dict[str, Any]
     steps: int
     reason: str | None = None
     retried_by: int | None = None

@@ -11,15 +11,11 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo import study as studies
-from hpo.ranking import Best
+from hpo.ranking import Best, TrialSummary
 
 
 @dataclass(frozen=True)
-class TrialRow:
-    number: int
-    state: str
-    value: float | None
-    params: dict[str, Any]
+class TrialRow(TrialSummary):
     epochs_run: int
     max_epochs: int | None
     duration_s: float | None
