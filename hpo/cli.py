@@ -185,8 +185,9 @@ def validate(
             out.print(f"images: every image under {dataset.path} decodes", markup=False)
         else:
             out.print(f"images: not scanned (--deep decodes image folders; this dataset is {dataset.type})")
+    goals = ", ".join(f"{d} {m}" for m, d in zip(cfg.objectives, cfg.directions, strict=True))
     out.print(
-        f"study {cfg.study_name!r}: {cfg.study.direction} {cfg.study.metric}, {cfg.study.n_trials} trials, "
+        f"study {cfg.study_name!r}: {goals}, {cfg.study.n_trials} trials, "
         f"sampler {cfg.study.sampler.name}, pruner {cfg.pruner.type}"
     )
     out.print(f"storage: {mask_url(cfg.storage or '')}")
@@ -249,6 +250,17 @@ def _print_status(st: Any, limit: int) -> None:
         )
     else:
         out.print("best: none yet (no COMPLETE trial)")
+    if st.pareto:
+        front = Table(
+            title=f"Pareto front ({' vs '.join(st.objectives)}): {len(st.pareto)} trials", title_justify="left"
+        )
+        for col in ("#", *st.objectives, "params"):
+            front.add_column(col, justify="left" if col == "params" else "right")
+        for p in st.pareto:
+            front.add_row(
+                str(p["number"]), *(f"{p['values'][m]:.4g}" for m in st.objectives), format_params(p["params"])
+            )
+        out.print(front)
     out.print(
         f"compute: {st.epochs_run} epochs, {format_duration(st.trial_seconds)} of trial time; "
         f"saved by pruning and early stopping: {st.epochs_saved} of {st.epochs_budget} epochs ({st.saved_fraction:.0%})"
@@ -294,14 +306,23 @@ def export(
     storage: StorageOpt = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the config.")] = Path("best.yaml"),
     show: Annotated[bool, typer.Option("--print/--no-print", help="Also print the exported YAML.")] = False,
+    pick: Annotated[
+        str | None,
+        typer.Option(
+            "--pick",
+            help="Multi-objective studies: constraints on the other objectives, e.g. 'latency_ms<=5, params_m<12'; "
+            "then the best primary objective among the Pareto-optimal trials that meet them.",
+        ),
+    ] = None,
 ) -> None:
-    """Export the best trial's full training config for production training (hpo train).
+    """Export the best trial's full training config for production training (hpo train). A multi-objective
+    study exports the Pareto-optimal trial with the best primary objective (see --pick).
 
     [bold]Example[/bold]: hpo export --study quickstart -o best.yaml && hpo train best.yaml --output runs/prod
     """
     from hpo.views.export import export_best
 
-    result = export_best(_storage(storage), study, output)
+    result = export_best(_storage(storage), study, output, pick=pick)
     if show:
         print(result.text, end="")
     out.print(f"exported trial {result.trial} ({result.metric}={result.value:.4f}) to {result.path}")

@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from hpo import files
-from hpo.coordinator.pruning import MedianRule
+from hpo.coordinator import pruning
 from hpo.errors import ConfigError
 from hpo.space import SearchSpace, SpaceError, parse_space
 from storage.url import parse_url
@@ -45,9 +45,22 @@ class SamplerConfig(_Model):
         return {"name": data} if isinstance(data, str) else data
 
 
+#: What a trial can be judged on, and which way is better. The first objective of a multi-objective study
+#: (the primary) must be one that every epoch reports, so that pruning can act on it.
+OBJECTIVES: dict[str, Literal["maximize", "minimize"]] = {
+    "val_acc": "maximize",
+    "val_loss": "minimize",
+    "params_m": "minimize",
+    "latency_ms": "minimize",
+}
+Objective = Literal["val_acc", "val_loss", "params_m", "latency_ms"]
+
+
 class StudyConfig(_Model):
     name: str | None = None  # default: the config file's name without .yaml
     metric: Literal["val_acc", "val_loss"] = "val_acc"
+    metrics: list[Objective] | None = None  # multi-objective: directions follow each; the first is the primary
+    latency_batch: int = Field(32, ge=1, le=4096, description="images per batch when latency_ms is measured")
     direction: Literal["maximize", "minimize"] | None = None  # default: from the metric
     n_trials: int = Field(20, ge=1, le=1_000_000)
     timeout: float | None = Field(None, gt=0, description="stop launching trials after this many seconds")
@@ -62,8 +75,28 @@ class StudyConfig(_Model):
             )
         return v
 
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        if len(v) < 2:
+            raise ValueError(f"lists two or more objectives (for one, use study.metric), got {v!r}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"must not repeat an objective, got {v!r}")
+        if v[0] not in METRIC_MODES:
+            raise ValueError(
+                f"must start with val_acc or val_loss (the primary: every epoch reports it, and pruning acts on it), "
+                f"got {v!r}"
+            )
+        return v
+
     @model_validator(mode="after")
     def _direction(self) -> StudyConfig:
+        if self.metrics is not None:
+            if "metric" in self.model_fields_set and self.metric != self.metrics[0]:
+                raise ValueError(f"metric {self.metric!r} is not the first of metrics {self.metrics!r}")
+            object.__setattr__(self, "metric", self.metrics[0])
         wanted = "maximize" if METRIC_MODES[self.metric] == "max" else "minimize"
         if self.direction is None:
             object.__setattr__(self, "direction", wanted)
@@ -73,23 +106,89 @@ class StudyConfig(_Model):
 
 
 class PrunerConfig(_Model):
-    """Optuna's MedianPruner settings, or ``type: none``."""
+    """Which of Optuna's pruners decides "prune?" at each epoch, with its parameters: ``type`` is ``median``
+    (the default), ``percentile``, ``successive_halving``, ``hyperband`` or ``none``; each takes the
+    parameters of Optuna's pruner of that name, with Optuna's defaults, except that the median rule waits
+    for epoch 2 (``n_warmup_steps: 2``; epochs count from 1). Parameters a type does not take are refused;
+    after validation the ones it takes hold their values, the others None."""
 
-    type: Literal["median", "none"] = "median"
-    n_startup_trials: int = Field(5, ge=0)
-    n_warmup_steps: int = Field(2, ge=0, description="no pruning before this epoch (epochs count from 1)")
-    interval_steps: int = Field(1, ge=1)
-    n_min_trials: int = Field(1, ge=1)
+    type: Literal["median", "percentile", "successive_halving", "hyperband", "none"] = "median"
+    percentile: float | None = Field(None, validate_default=True)  # required by the percentile type
+    n_startup_trials: int | None = None
+    n_warmup_steps: int | None = Field(None, description="no pruning before this epoch (epochs count from 1)")
+    interval_steps: int | None = None
+    n_min_trials: int | None = None
+    min_resource: int | Literal["auto"] | None = None
+    max_resource: int | Literal["auto"] | None = None
+    reduction_factor: int | None = None
+    min_early_stopping_rate: int | None = None
+    bootstrap_count: int | None = None
+
+    #: where hpo's default differs from Optuna's
+    HPO_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {"median": {"n_warmup_steps": 2}}
 
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
         return {"type": data} if isinstance(data, str) else data
 
-    def rule(self) -> MedianRule | None:
+    @field_validator("min_resource", "max_resource", mode="before")
+    @classmethod
+    def _resource(cls, v: Any) -> Any:
+        if v is None or v == "auto" or (isinstance(v, int) and not isinstance(v, bool)):
+            return v
+        raise ValueError(f"must be 'auto' or a whole number of steps, got {v!r}")
+
+    @classmethod
+    def defaults(cls, kind: str) -> dict[str, Any]:
+        """The parameters pruner type ``kind`` takes, with their defaults (None: required)."""
+        if kind == "none":
+            return {}
+        return {**pruning.parameters(kind), **cls.HPO_DEFAULTS.get(kind, {})}
+
+    @field_validator(
+        "percentile",
+        "n_startup_trials",
+        "n_warmup_steps",
+        "interval_steps",
+        "n_min_trials",
+        "min_resource",
+        "max_resource",
+        "reduction_factor",
+        "min_early_stopping_rate",
+        "bootstrap_count",
+    )
+    @classmethod
+    def _parameter(cls, v: Any, info: ValidationInfo) -> Any:
+        kind, name = info.data.get("type"), str(info.field_name)
+        if kind is None:  # the type itself is wrong: that is the error to report
+            return v
+        takes = cls.defaults(kind)
+        if v is None:
+            if name in takes and takes[name] is None:
+                raise ValueError(f"required for type {kind!r} (Optuna's {kind} pruner has no default)")
+            return v
+        if name not in takes:
+            raise ValueError(f"not a parameter of pruner type {kind!r} (it takes: {', '.join(takes) or 'nothing'})")
+        given = {k: x for k, x in info.data.items() if k in takes and x is not None}
+        problem = pruning.param_problem(kind, name, v, {**takes, **given, name: v})
+        if problem:
+            raise ValueError(f"{problem}, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _defaults(self) -> PrunerConfig:
+        for name, default in self.defaults(self.type).items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)
+        self.rule()  # the rule checks its parameters too: a config that passed builds
+        return self
+
+    def rule(self) -> pruning.PrunerRule | None:
+        """The pruner's settings as the coordinator takes them (None for ``type: none``)."""
         if self.type == "none":
             return None
-        return MedianRule(self.n_startup_trials, self.n_warmup_steps, self.interval_steps, self.n_min_trials)
+        return pruning.RULES[self.type](**{name: getattr(self, name) for name in self.defaults(self.type)})
 
 
 class ResourcesConfig(_Model):
@@ -164,7 +263,19 @@ class SweepConfig(_Model):
     @property
     def base_train(self) -> TrainConfig:
         """The training config every trial starts from: ``train`` plus the sweep's metric and early stopping."""
-        return self.train.replace(metric=self.study.metric, early_stopping=_plain(self.early_stopping))
+        latency = self.study.latency_batch if "latency_ms" in self.objectives else 0
+        return self.train.replace(
+            metric=self.study.metric, early_stopping=_plain(self.early_stopping), latency_batch=latency
+        )
+
+    @property
+    def objectives(self) -> list[str]:
+        """What the study optimizes: ``study.metrics``, or ``[study.metric]``; the first is the primary."""
+        return list(self.study.metrics or [self.study.metric])
+
+    @property
+    def directions(self) -> list[str]:
+        return [OBJECTIVES[m] for m in self.objectives]
 
     @property
     def direction(self) -> Literal["maximize", "minimize"]:

@@ -3,20 +3,22 @@ count trials, pick the best. Selection and counting are pure functions of the tr
 
 from __future__ import annotations
 
+import copy
 import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.errors import ConfigError, StudyNotFoundError
-from hpo.ranking import better, ranks
+from hpo.ranking import better, primary, ranks
 
 #: Study user attrs hpo writes (optuna-dashboard shows them).
 ATTR_METRIC = "metric"
 ATTR_HPO_VERSION = "hpo_version"
+ATTR_OBJECTIVES = "objectives"  # a multi-objective study's objectives, primary first
 ATTR_VERIFY = "hpo:verify"  # the last ``hpo verify`` verdict on the exported best config (a JSON dict)
 #: Trial user attrs hpo writes.
 ATTR_TRAIN_CONFIG = "train_config"
@@ -34,6 +36,10 @@ ATTR_ATTEMPT = "attempt"
 ATTR_RETRIED_BY = "retried_by"
 ATTR_RESUMED_FROM = "resumed_from_epoch"
 ATTR_CHECKPOINT_DIR = "checkpoint_dir"
+#: A multi-objective trial's per-epoch primary metric ({"1": 0.52, ...}). Optuna keeps no intermediate values
+#: for such studies (``trial.report`` refuses, and its TPE fails on a PRUNED trial that has them), so hpo keeps
+#: them here; ``curve`` reads either.
+ATTR_CURVE = "intermediate_values"
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -66,22 +72,47 @@ def make_sampler(
 
 
 def create_or_load(
-    storage: Any, name: str, *, direction: Literal["maximize", "minimize"], metric: str, version: str
+    storage: Any, name: str, *, objectives: Sequence[str], directions: Sequence[str], version: str
 ) -> optuna.Study:
-    """The study ``name``, created if missing; an existing study must optimize the same metric the same way."""
-    study = optuna.create_study(study_name=name, storage=storage, direction=direction, load_if_exists=True)
-    if study.direction.name.lower() != direction:
-        raise ConfigError(
-            f"study.direction: study {name!r} already exists and is to "
-            f"{study.direction.name.lower()}, got {direction!r}"
-        )
+    """The study ``name``, created if missing; an existing study must optimize the same objectives the same way.
+    One objective: a single-objective study; more: a multi-objective one (the first is the primary)."""
+    wanted: Any = list(directions)
+    study = optuna.create_study(study_name=name, storage=storage, directions=wanted, load_if_exists=True)
+    have = [d.name.lower() for d in study.directions]
+    if have != list(directions):
+        field = "study.direction" if len(directions) == 1 and len(have) == 1 else "study.metrics"
+        raise ConfigError(f"{field}: study {name!r} already exists and is to {have}, got {list(directions)}")
+    metric = objectives[0]
     existing = study.user_attrs.get(ATTR_METRIC)
     if existing is not None and existing != metric:
         raise ConfigError(f"study.metric: study {name!r} already exists and optimizes {existing!r}, got {metric!r}")
     if existing is None:
         study.set_user_attr(ATTR_METRIC, metric)
+    if len(objectives) > 1:
+        study.set_user_attr(ATTR_OBJECTIVES, list(objectives))
     study.set_user_attr(ATTR_HPO_VERSION, version)
     return study
+
+
+def objectives(study: optuna.Study) -> list[str]:
+    """What a study optimizes, primary first (hpo records them; a stock study: its metric, or value)."""
+    recorded = study.user_attrs.get(ATTR_OBJECTIVES)
+    if recorded:
+        return [str(m) for m in recorded]
+    metric = str(study.user_attrs.get(ATTR_METRIC, "value"))
+    return [metric] + [f"value{i}" for i in range(1, len(study.directions))]
+
+
+def primary_direction(study: optuna.Study) -> str:
+    """The study's direction, or its primary objective's (``Study.direction`` raises for several)."""
+    return str(study.directions[0].name.lower())
+
+
+def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
+    """The Pareto-optimal COMPLETE trials of a multi-objective study (by number); [] for one objective."""
+    if len(study.directions) < 2:
+        return []
+    return sorted(study.best_trials, key=lambda t: t.number)
 
 
 def load(storage: Any, name: str) -> optuna.Study:
@@ -126,8 +157,9 @@ def select_best(trials: Sequence[FrozenTrial], direction: str) -> FrozenTrial | 
     """
     best: FrozenTrial | None = None
     for t in sorted(trials, key=lambda t: t.number):
-        ranked = t.state == TrialState.COMPLETE and ranks(t.value)
-        if ranked and (best is None or better(float(t.value), float(best.value), direction)):  # type: ignore[arg-type]
+        value = primary(t)
+        ranked = t.state == TrialState.COMPLETE and ranks(value)
+        if ranked and (best is None or better(float(value), float(primary(best)), direction)):  # type: ignore[arg-type]
             best = t
     return best
 
@@ -138,3 +170,20 @@ def trial_train_config(trial: FrozenTrial) -> dict[str, Any] | None:
     if raw is None:
         return None
     return json.loads(raw) if isinstance(raw, str) else dict(raw)
+
+
+def curve(trial: FrozenTrial) -> dict[int, float]:
+    """A trial's per-epoch primary metric: Optuna's intermediate values, or (multi-objective) hpo's copy."""
+    if trial.intermediate_values:
+        return dict(trial.intermediate_values)
+    raw = trial.user_attrs.get(ATTR_CURVE) or {}
+    return {int(k): float(v) for k, v in raw.items()}
+
+
+def with_curve(trial: FrozenTrial) -> FrozenTrial:
+    """``trial`` with its curve as intermediate values (for code that reads those, such as the pruners)."""
+    if trial.intermediate_values or ATTR_CURVE not in trial.user_attrs:
+        return trial
+    out = copy.copy(trial)
+    out.intermediate_values = curve(trial)
+    return out

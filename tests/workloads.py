@@ -111,3 +111,18 @@ def out_of_gpu_memory(
     activations = torch.zeros(8_000_000)  # noqa: F841 - what an OOM leaves referenced by the traceback's frames
     reporter(1, {"val_acc": 0.1, "val_loss": 0.9})
     raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def synthetic_costs(
+    config: dict[str, Any], reporter: Reporter, checkpoint_dir: str, *, num_threads: int | None
+) -> dict[str, Any]:
+    """``synthetic``, plus the costs a multi-objective study weighs against accuracy: a latency that grows
+    with the batch size, and a parameter count that grows with dropout (a stand-in for model size)."""
+    out = synthetic(config, reporter, checkpoint_dir, num_threads=num_threads)
+    if out["status"] != "pruned":
+        out["best_metrics"] = {
+            **out["best_metrics"],
+            "latency_ms": 0.1 * config["batch_size"],
+            "params_m": 10.0 + 20.0 * config["dropout"],
+        }
+    return out

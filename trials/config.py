@@ -171,6 +171,7 @@ class TrainConfig:
     device: DeviceName = "auto"
     num_workers: int = 0
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    latency_batch: int = 0  # > 0: measure latency_ms, the median forward time of a batch this size, after training
 
     def __post_init__(self) -> None:
         _check(bool(self.model), "model", self.model, "must name a model")
@@ -181,6 +182,12 @@ class TrainConfig:
                 self.image_size,
                 "must be an integer between 8 and 4096 (or null)",
             )
+        _check(
+            isinstance(self.latency_batch, int) and 0 <= self.latency_batch <= 4096,
+            "latency_batch",
+            self.latency_batch,
+            "must be an integer between 0 (not measured) and 4096",
+        )
         _check(
             isinstance(self.epochs, int) and 1 <= self.epochs <= 100_000,
             "epochs",
@@ -295,7 +302,7 @@ def searchable_fields() -> dict[str, type]:
 
 
 #: Scalar fields that are not hyperparameters: the objective itself and where/how the run executes.
-_NOT_SEARCHABLE = frozenset({"metric", "device", "num_workers"})
+_NOT_SEARCHABLE = frozenset({"metric", "device", "num_workers", "latency_batch"})
 
 
 def _scalar_type(hint: Any) -> type | None:

@@ -3,7 +3,7 @@
 It runs as a Ray actor on the driver's node (``hpo.coordinator.actor``); workers reach it through Ray, so
 they need no database credentials, and the sweep's database connections are this object's pool whatever
 the number of workers. It asks trials (Optuna's sampler), records every epoch's metric as the trial's
-intermediate value, answers "prune?" with Optuna's median rule from statistics it keeps up to date
+intermediate value, answers "prune?" with the sweep's Optuna pruner from statistics it keeps up to date
 (``hpo.coordinator.pruning``), and tells trials their final state.
 
 Every write it retries after a lost connection is idempotent: a trial is created with a token written in
@@ -20,7 +20,7 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import optuna
@@ -28,9 +28,11 @@ from optuna.trial import TrialState
 
 from hpo import study as studies
 from hpo.coordinator.messages import Asked, FailureKind, Outcome, Told
-from hpo.coordinator.pruning import should_prune
+from hpo.coordinator.pruning import PrunerState
+from hpo.coordinator.sampling import LearnsFromGpuMemory
 from hpo.coordinator.settings import CoordinatorSettings
 from hpo.coordinator.writes import TOKEN_KEY, Writes
+from hpo.ranking import primary
 from hpo.space import sample, trial_config
 from hpo.sweep import lease
 from storage import close_storage, open_storage, redact, retry_transient, storage_errors
@@ -59,19 +61,17 @@ class Coordinator:
     def __init__(self, settings: CoordinatorSettings, *, connect: bool = True) -> None:
         """``connect=False`` only keeps the settings: ``connect()`` then opens the storage and loads the study.
         The actor is made that way, so that its process starts while the driver prepares the study."""
-        from hpo.coordinator.pruning import StepStatistics
-
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.settings = settings
         self._root = settings.checkpoint_root.rstrip("/")
-        self._stats = StepStatistics()
+        self._pruner: PrunerState | None = None  # the rule's state, loaded at connect
         self._live: dict[int, LiveTrial] = {}
         if connect:
             self.connect()
 
     def connect(self) -> bool:
-        """Open the storage (one bounded pool), load the study and the per-step statistics of its COMPLETE
-        trials, and renew the sweep's lease: False when another sweep has taken it (see ``heartbeat``)."""
+        """Open the storage (one bounded pool), load the study and the pruner's state from its trials, and
+        renew the sweep's lease: False when another sweep has taken it (see ``heartbeat``)."""
         s = self.settings
         # the driver created the schema and checked its version just before
         self._storage = self._retry(lambda: open_storage(s.storage_url, create_schema=False, check_version=False))
@@ -80,13 +80,19 @@ class Coordinator:
             lambda: optuna.load_study(
                 study_name=s.study_name,
                 storage=self._storage,
-                sampler=studies.make_sampler(s.sampler, s.seed, parallel=s.parallel, conditional=bool(s.conditions)),
+                sampler=LearnsFromGpuMemory(
+                    studies.make_sampler(s.sampler, s.seed, parallel=s.parallel, conditional=bool(s.conditions))
+                ),
                 pruner=pruner,  # type: ignore[arg-type]
             )
         )
         self._writes = Writes(self._study._storage)
-        for t in self._retry(lambda: self._study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))):
-            self._stats.add_trial(t.intermediate_values)
+        if s.rule is not None:
+            loads = s.rule.loads
+            states = None if loads is None else tuple(TrialState[name] for name in loads)
+            self._pruner = s.rule.new_state(s.direction, s.study_name)
+            trials = self._retry(lambda: self._study.get_trials(deepcopy=False, states=states))
+            self._pruner.load([studies.with_curve(t) for t in trials] if s.multi_objective else trials)
         return self.heartbeat()
 
     # ----------------------------------------------------------------------------------------------
@@ -143,8 +149,8 @@ class Coordinator:
             retry_of=failed.number,
             resume_from=failed.user_attrs.get(studies.ATTR_CHECKPOINT_DIR),
         )
-        told = self.tell(trial_id, Outcome(**{**outcome.__dict__, "attrs": {**outcome.attrs, "retried_by": number}}))
-        return Told(**{**told.__dict__, "retried_by": number}), asked
+        told = self.tell(trial_id, replace(outcome, attrs={**outcome.attrs, studies.ATTR_RETRIED_BY: number}))
+        return replace(told, retried_by=number), asked
 
     def reap(self, trial_ids: list[int], reason: str, retries: int, limit: int) -> tuple[list[int], list[Asked]]:
         """Fail trials a lost driver left RUNNING. At most ``limit`` of them run again (the sweep's remaining
@@ -157,7 +163,7 @@ class Coordinator:
             if t.state != TrialState.RUNNING:
                 continue
             attempt = int(t.user_attrs.get(studies.ATTR_ATTEMPT, 1))
-            never_started = studies.ATTR_NODE not in t.user_attrs and not t.intermediate_values
+            never_started = studies.ATTR_NODE not in t.user_attrs and not studies.curve(t)
             kind = FailureKind.NOT_STARTED if never_started else FailureKind.INFRA
             outcome = Outcome.fail(kind, f"{reason} (never started)" if never_started else reason)
             if len(retried) < limit and (never_started or attempt <= retries):
@@ -207,14 +213,21 @@ class Coordinator:
             return PRUNE
         s = self.settings
         value = float(metrics[s.metric])
-        self._retry(lambda: self._writes.intermediate_value(trial_id, step, value))
         live.values[step] = value
+        if s.multi_objective:
+            curve = {str(k): v if math.isfinite(v) else str(v) for k, v in live.values.items()}
+            self._retry(lambda: self._writes.user_attrs(trial_id, {studies.ATTR_CURVE: curve}))
+        else:
+            self._retry(lambda: self._writes.intermediate_value(trial_id, step, value))
         live.last_metrics = {"epoch": float(step), **{k: float(v) for k, v in metrics.items()}}
+        if self._pruner is None:
+            return CONTINUE
+        decision = self._pruner.report(live.number, live.values)
+        for key, rung_value in decision.system_attrs.items():  # Optuna's completed_rung_<i>: one per rung reached
+            self._retry(lambda k=key, v=rung_value: self._study._storage.set_trial_system_attr(trial_id, k, v))  # type: ignore[misc]
         if live.max_steps is not None and step >= live.max_steps:
             return CONTINUE  # the last epoch: pruning now would save nothing and throw a finished run away
-        if s.rule is not None and should_prune(s.rule, self._stats, live.values, s.direction):
-            return PRUNE
-        return CONTINUE
+        return PRUNE if decision.prune else CONTINUE
 
     def tell(self, trial_id: int, outcome: Outcome) -> Told:
         """Finish a trial (a trial finished already is left as it is); returns its summary."""
@@ -239,13 +252,14 @@ class Coordinator:
         final = self._retry(
             lambda: self._study.tell(
                 number,
-                values=value if state == TrialState.COMPLETE else None,
+                values=(list(outcome.values) if outcome.values else value) if state == TrialState.COMPLETE else None,
                 state=state,
                 skip_if_finished=True,
             )
         )
-        if final.state == TrialState.COMPLETE and state == TrialState.COMPLETE:
-            self._stats.add_trial(live.values if live is not None else final.intermediate_values)
+        if self._pruner is not None and final.state == state:  # told here, not before
+            values = live.values if live is not None else studies.curve(final)
+            self._pruner.finished(final.number, final.state.name, values)
         return self._told(final)
 
     @staticmethod
@@ -253,9 +267,9 @@ class Coordinator:
         return Told(
             final.number,
             final.state.name,
-            final.value,
+            primary(final),
             dict(final.params),
-            len(final.intermediate_values),
+            len(studies.curve(final)),
             final.user_attrs.get(studies.ATTR_FAIL_REASON),
         )
 

@@ -63,6 +63,7 @@ class Outcome:
     reason: str | None = None  # FAIL only
     attrs: dict[str, Any] = field(default_factory=dict)
     kind: FailureKind | None = None  # FAIL only
+    values: tuple[float, ...] | None = None  # COMPLETE in a multi-objective study: every objective, primary first
 
     @staticmethod
     def fail(kind: FailureKind, reason: str, attrs: dict[str, Any] | None = None) -> Outcome:

@@ -1,33 +1,188 @@
-"""Optuna's median stopping rule, computed from statistics kept up to date as trials complete. Pure.
+"""Optuna's pruners, each decision made from statistics kept up to date as trials report and finish. Pure.
 
-``optuna.pruners.MedianPruner.prune`` walks every completed trial on every call (and a fresh worker
-first reads the whole study): cost grows with the study. ``MedianRule`` gives the same answer from
-per-step sorted value lists that grow by one entry per completed trial, so a decision costs about the
-same at 100 or 100,000 trials. The arithmetic (``np.nanpercentile``'s interpolation over the same
-values, the same warm-up, interval and NaN rules) is Optuna's;
-``tests/test_pruning.py`` checks the decisions against ``MedianPruner`` on random studies.
+Optuna's pruners walk the study on every call: ``MedianPruner``/``PercentilePruner`` every COMPLETE trial,
+``SuccessiveHalvingPruner``/``HyperbandPruner`` every trial (and a fresh worker first reads the whole
+study), so a decision's cost grows with the study. Here each rule (its settings, ``to_optuna()`` for the
+study) makes a state (``new_state``) that the coordinator loads once from the study and then keeps up to
+date; a decision reads sorted lists (per step, or per rung), so it costs about the same at 100 or 100,000
+trials. The arithmetic is Optuna's 5.0 (``optuna/pruners/_percentile.py``, ``_successive_halving.py``,
+``_hyperband.py``); ``tests/test_pruning.py`` checks every decision against Optuna's own pruner driven
+through a real study, for each type.
+
+The interface the coordinator uses, the same for every type::
+
+    state = rule.new_state(direction, study_name)
+    state.load(trials)                    # at connect: the study's trials in ``rule.loads`` states
+    decision = state.report(number, values)   # each reported value: prune? and system attrs to write
+    state.finished(number, state_name, values)  # the trial was told its final state
 """
 
 from __future__ import annotations
 
+import binascii
 import bisect
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-
-import numpy as np
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any, ClassVar, Literal, Protocol
 
 Direction = str  # "maximize" | "minimize"
+Resource = int | Literal["auto"]
+
+#: Optuna's trial system attr for a trial's value where it completed rung ``i`` (successive halving, Hyperband).
+RUNG_KEY = "completed_rung_{}"
+_RUNG_KEY = re.compile(r"^completed_rung_(\d+)$")
+_FINISHED = ("COMPLETE", "PRUNED", "FAIL")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The interface
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A pruner's answer to one report: ``prune``, and the trial system attrs Optuna's pruner would have
+    written on the way (``completed_rung_<i>``: one per rung the trial reached), for the study to match."""
+
+    prune: bool
+    system_attrs: dict[str, float] = field(default_factory=dict)
+
+
+_KEEP = Decision(False)
+_PRUNE = Decision(True)
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class TrialRecord(Protocol):
+    """What a state loads from a trial (an Optuna ``FrozenTrial`` is one)."""
+
+    @property
+    def number(self) -> int: ...
+    @property
+    def state(self) -> _Named: ...
+    @property
+    def intermediate_values(self) -> Mapping[int, float]: ...
+    @property
+    def system_attrs(self) -> Mapping[str, Any]: ...
+
+
+class PrunerState(Protocol):
+    """One study's pruning state: loaded once, then told every report and every finished trial."""
+
+    def load(self, trials: Iterable[TrialRecord]) -> None:
+        """Take in the study's existing trials (those in the rule's ``loads`` states)."""
+
+    def report(self, number: int, values: Mapping[int, float]) -> Decision:
+        """Trial ``number`` reported; ``values`` are all its intermediate values so far (by step)."""
+        ...
+
+    def finished(self, number: int, state: str, values: Mapping[int, float]) -> None:
+        """Trial ``number`` was told ``state`` (``COMPLETE``, ``PRUNED``, ``FAIL``) with these values."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Parameters: one check per parameter, shared by the rules and the sweep config (which names the field)
+
+
+def param_problem(kind: str, name: str, value: Any, params: Mapping[str, Any]) -> str | None:
+    """What is wrong with parameter ``name`` = ``value`` of pruner ``kind`` (``params``: the others, for the
+    checks that involve two), or None. Optuna's own constraints, plus the ones its pruners leave to fail
+    later (Hyperband's resources)."""
+    at_least_0 = ("n_startup_trials", "n_warmup_steps", "min_early_stopping_rate", "bootstrap_count")
+    if name in at_least_0 and value < 0:
+        return "must be at least 0"
+    if name in ("interval_steps", "n_min_trials") and value < 1:
+        return "must be at least 1"
+    if name == "percentile" and not 0.0 <= value <= 100.0:
+        return "must be between 0 and 100"
+    if name == "reduction_factor" and value < 2:
+        return "must be at least 2"
+    if name == "min_resource" and kind == "hyperband" and value == "auto":
+        return "must be a number of steps (Hyperband has no 'auto' minimum)"
+    if name == "min_resource" and value != "auto" and not (_is_int(value) and value >= 1):
+        return "must be 'auto' or at least 1" if kind == "successive_halving" else "must be at least 1"
+    if name == "max_resource" and value != "auto":
+        low = params.get("min_resource", 1)
+        low = low if _is_int(low) else 1
+        if not (_is_int(value) and value >= low):
+            return f"must be 'auto' or at least min_resource ({low})"
+    if name == "bootstrap_count" and value > 0:
+        auto = "min_resource" if kind == "successive_halving" else "max_resource"
+        if params.get(auto, "auto") == "auto":
+            return f"must be 0 while {auto} is 'auto' (Optuna refuses the pair)"
+    return None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check(kind: str, params: Mapping[str, Any]) -> None:
+    for name, value in params.items():
+        problem = param_problem(kind, name, value, params)
+        if problem:
+            raise ValueError(f"{name}: {problem}, got {value!r}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Median and percentile
+
+
+@dataclass(frozen=True)
+class PercentileRule:
+    """The settings of ``optuna.pruners.PercentilePruner``: prune a trial whose best value so far is worse
+    than the ``percentile`` of the COMPLETE trials' values at the same step."""
+
+    percentile: float
+    n_startup_trials: int = 5
+    n_warmup_steps: int = 0
+    interval_steps: int = 1
+    n_min_trials: int = 1
+
+    kind: ClassVar[str] = "percentile"
+    loads: ClassVar[tuple[str, ...] | None] = ("COMPLETE",)
+
+    def __post_init__(self) -> None:
+        _check(self.kind, asdict(self))
+
+    def to_optuna(self) -> object:
+        import optuna
+
+        return optuna.pruners.PercentilePruner(
+            self.percentile,
+            self.n_startup_trials,
+            self.n_warmup_steps,
+            self.interval_steps,
+            n_min_trials=self.n_min_trials,
+        )
+
+    def new_state(self, direction: Direction, study_name: str = "") -> PercentileState:
+        return PercentileState(self, direction)
 
 
 @dataclass(frozen=True)
 class MedianRule:
-    """The settings of ``optuna.pruners.MedianPruner``."""
+    """The settings of ``optuna.pruners.MedianPruner`` (the percentile rule at 50)."""
 
     n_startup_trials: int = 5
     n_warmup_steps: int = 0
     interval_steps: int = 1
     n_min_trials: int = 1
+
+    kind: ClassVar[str] = "median"
+    loads: ClassVar[tuple[str, ...] | None] = ("COMPLETE",)
+
+    def __post_init__(self) -> None:
+        _check(self.kind, asdict(self))
+
+    @property
+    def percentile(self) -> float:
+        return 50.0
 
     def to_optuna(self) -> object:
         import optuna
@@ -39,21 +194,22 @@ class MedianRule:
             n_min_trials=self.n_min_trials,
         )
 
+    def new_state(self, direction: Direction, study_name: str = "") -> PercentileState:
+        return PercentileState(self, direction)
+
 
 @dataclass
 class StepStatistics:
     """The intermediate values of COMPLETE trials, by step, each step's values kept sorted.
 
-    The median (the only percentile the median rule asks for) is read off the sorted values in constant
-    time, with numpy's own interpolation arithmetic, so a decision costs the same at 100 or 100,000
-    trials and right after a trial completes; adding a trial is a binary-search insert per step. Other
-    percentiles go through ``np.nanpercentile``, cached per step until the step changes.
+    A percentile is read off the sorted values in constant time with numpy's own interpolation
+    arithmetic (``sorted_percentile``), so a decision costs the same at 100 or 100,000 trials and right
+    after a trial completes; adding a trial is a binary-search insert per step.
     """
 
     n_trials: int = 0
     _sorted: dict[int, list[float]] = field(default_factory=dict)  # non-NaN values, ascending
     _counts: dict[int, int] = field(default_factory=dict)  # values at the step, NaN included
-    _cache: dict[tuple[int, float], float] = field(default_factory=dict)
 
     def add_trial(self, intermediate_values: Mapping[int, float]) -> None:
         """Count one more COMPLETE trial with these intermediate values."""
@@ -64,8 +220,6 @@ class StepStatistics:
             values = self._sorted.setdefault(step, [])
             if not math.isnan(v):
                 bisect.insort(values, v)
-            if self._cache:
-                self._cache = {k: c for k, c in self._cache.items() if k[0] != step}
 
     def percentile(self, step: int, q: float, n_min_trials: int) -> float:
         """``np.nanpercentile`` of the values at ``step`` (NaN when fewer than ``n_min_trials`` trials have one)."""
@@ -74,31 +228,32 @@ class StepStatistics:
         values = self._sorted.get(step, [])
         if not values:
             return math.nan  # only NaN at this step: numpy's answer too
-        if q == 50.0:
-            return _sorted_median(values)
-        key = (step, q)
-        cached = self._cache.get(key)
-        if cached is None:
-            cached = float(np.percentile(np.array(values, dtype=float), q))
-            self._cache[key] = cached
-        return cached
+        return sorted_percentile(values, q)
 
 
-def _sorted_median(values: list[float]) -> float:
-    """``np.percentile(values, 50)`` (method "linear") of ascending, NaN-free ``values``, with numpy's arithmetic:
-    virtual index ``n * 0.5 + 0.5 - 1``, then ``a + (b - a) * g``, or ``b - (b - a) * (1 - g)`` when ``g >= 0.5``.
-    IEEE arithmetic is the same in Python, so infinities give numpy's NaN where numpy gives one."""
+def sorted_percentile(values: list[float], q: float) -> float:
+    """``np.percentile(values, q)`` (method "linear") of ascending, NaN-free ``values``, with numpy's own
+    arithmetic (numpy 2.x ``_quantile``): virtual index ``(n - 1) * (q / 100)``; past the last element both
+    neighbours are the last one and the weight is ``index + 1``; then ``a + (b - a) * g``, or
+    ``b - (b - a) * (1 - g)`` when ``g >= 0.5``. IEEE arithmetic is the same in Python, so infinities give
+    numpy's NaN where numpy gives one."""
     n = len(values)
-    index = n * 0.5 + 0.5 - 1.0
-    below = math.floor(index)
-    gamma = index - below
-    a = values[below]
-    b = values[min(below + 1, n - 1)]
+    index = (n - 1) * (q / 100)
+    if index >= n - 1:
+        below, above, lower = n - 1, n - 1, -1.0
+    elif index < 0:
+        below, above, lower = 0, 0, 0.0
+    else:
+        lower = float(math.floor(index))
+        below = int(lower)
+        above = below + 1
+    gamma = index - lower
+    a, b = values[below], values[above]
     diff = b - a
     return b - diff * (1.0 - gamma) if gamma >= 0.5 else a + diff * gamma
 
 
-def is_first_in_interval_step(step: int, steps: Mapping[int, float], n_warmup_steps: int, interval_steps: int) -> bool:
+def is_first_in_interval_step(step: int, steps: Iterable[int], n_warmup_steps: int, interval_steps: int) -> bool:
     """Whether ``step`` is the first reported step in its pruning interval (Optuna's rule)."""
     nearest_lower_pruning_step = (step - n_warmup_steps) // interval_steps * interval_steps + n_warmup_steps
     second_last_step = max((s for s in steps if s != step), default=-1)
@@ -113,8 +268,10 @@ def best_value(values: Mapping[int, float], direction: Direction) -> float:
     return max(finite) if direction == "maximize" else min(finite)
 
 
-def should_prune(rule: MedianRule, stats: StepStatistics, values: Mapping[int, float], direction: Direction) -> bool:
-    """Optuna's ``MedianPruner.prune`` for a trial whose intermediate values are ``values``."""
+def percentile_prunes(
+    rule: MedianRule | PercentileRule, stats: StepStatistics, values: Mapping[int, float], direction: Direction
+) -> bool:
+    """Optuna's ``PercentilePruner.prune`` (``MedianPruner``'s too) for a trial whose values are ``values``."""
     if stats.n_trials == 0 or stats.n_trials < rule.n_startup_trials:
         return False
     if not values:
@@ -127,8 +284,339 @@ def should_prune(rule: MedianRule, stats: StepStatistics, values: Mapping[int, f
     best = best_value(values, direction)
     if math.isnan(best):
         return True
-    q = 50.0  # the median; Optuna flips the percentile for maximization, which is the same at 50
-    p = stats.percentile(step, q if direction == "minimize" else 100 - q, rule.n_min_trials)
+    q = rule.percentile if direction == "minimize" else 100 - rule.percentile
+    p = stats.percentile(step, q, rule.n_min_trials)
     if math.isnan(p):
         return False
     return best < p if direction == "maximize" else best > p
+
+
+class PercentileState:
+    """The median or percentile rule's state: the COMPLETE trials' values by step."""
+
+    def __init__(self, rule: MedianRule | PercentileRule, direction: Direction) -> None:
+        self.rule = rule
+        self.direction = direction
+        self.stats = StepStatistics()
+
+    def load(self, trials: Iterable[TrialRecord]) -> None:
+        for t in trials:
+            if t.state.name == "COMPLETE":
+                self.stats.add_trial(t.intermediate_values)
+
+    def report(self, number: int, values: Mapping[int, float]) -> Decision:
+        return _PRUNE if percentile_prunes(self.rule, self.stats, values, self.direction) else _KEEP
+
+    def finished(self, number: int, state: str, values: Mapping[int, float]) -> None:
+        if state == "COMPLETE":
+            self.stats.add_trial(values)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Successive halving and Hyperband
+
+
+@dataclass(frozen=True)
+class SuccessiveHalvingRule:
+    """The settings of ``optuna.pruners.SuccessiveHalvingPruner`` (asynchronous successive halving).
+
+    A trial that reaches rung ``r`` (step ``min_resource * reduction_factor ** (min_early_stopping_rate +
+    r)``) goes on only if its value there is in the top ``1 / reduction_factor`` of every trial's value at
+    that rung, whatever those trials' states now."""
+
+    min_resource: Resource = "auto"
+    reduction_factor: int = 4
+    min_early_stopping_rate: int = 0
+    bootstrap_count: int = 0
+
+    kind: ClassVar[str] = "successive_halving"
+    loads: ClassVar[tuple[str, ...] | None] = None  # every trial: each one's rungs count
+
+    def __post_init__(self) -> None:
+        _check(self.kind, asdict(self))
+
+    def to_optuna(self) -> object:
+        import optuna
+
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=self.min_resource,
+            reduction_factor=self.reduction_factor,
+            min_early_stopping_rate=self.min_early_stopping_rate,
+            bootstrap_count=self.bootstrap_count,
+        )
+
+    def new_state(self, direction: Direction, study_name: str = "") -> SuccessiveHalvingState:
+        return SuccessiveHalvingState(self, direction)
+
+
+@dataclass(frozen=True)
+class HyperbandRule:
+    """The settings of ``optuna.pruners.HyperbandPruner``: several successive-halving brackets (minimum
+    early-stopping rates 0, 1, ...), each trial in one, picked by a hash of the study name and its number."""
+
+    min_resource: int = 1
+    max_resource: Resource = "auto"
+    reduction_factor: int = 3
+    bootstrap_count: int = 0
+
+    kind: ClassVar[str] = "hyperband"
+    loads: ClassVar[tuple[str, ...] | None] = None
+
+    def __post_init__(self) -> None:
+        _check(self.kind, asdict(self))
+
+    def to_optuna(self) -> object:
+        import optuna
+
+        return optuna.pruners.HyperbandPruner(
+            min_resource=self.min_resource,
+            max_resource=self.max_resource,
+            reduction_factor=self.reduction_factor,
+            bootstrap_count=self.bootstrap_count,
+        )
+
+    def new_state(self, direction: Direction, study_name: str = "") -> HyperbandState:
+        return HyperbandState(self, direction, study_name)
+
+
+PrunerRule = MedianRule | PercentileRule | SuccessiveHalvingRule | HyperbandRule
+
+
+def promotable(others: list[float], value: float, reduction_factor: int, direction: Direction) -> bool:
+    """Optuna's ``_is_trial_promotable_to_next_rung`` for ``value`` among ``others`` (ascending: the values of
+    the other trials at the rung), in O(log n): the trial counts itself among the competitors, and the
+    first ``reduction_factor - 1`` competitors need only be the best so far.
+
+    Optuna sorts the competitors and compares ``value`` with the one at the promotable index ``k``; that
+    holds exactly when at most ``k`` competitors are strictly better than ``value`` (ties promote)."""
+    k = max((len(others) + 1) // reduction_factor - 1, 0)
+    if direction == "maximize":
+        better = len(others) - bisect.bisect_right(others, value)
+    else:
+        better = bisect.bisect_left(others, value)
+    return better <= k
+
+
+@dataclass
+class Rungs:
+    """One successive-halving pruner's rungs: the values trials had where they completed each rung, sorted."""
+
+    values: list[list[float]] = field(default_factory=list)
+
+    def at(self, rung: int) -> list[float]:
+        while len(self.values) <= rung:
+            self.values.append([])
+        return self.values[rung]
+
+    def add(self, rung: int, value: float) -> None:
+        bisect.insort(self.at(rung), value)
+
+    def load(self, entries: Iterable[tuple[int, float]]) -> None:
+        """Add many (rung, value) at once: appended, then each rung sorted once."""
+        for rung, value in entries:
+            self.at(rung).append(value)
+        for values in self.values:
+            values.sort()
+
+
+def halving_decision(
+    rungs: Rungs,
+    rung: int,
+    step: int,
+    value: float,
+    *,
+    min_resource: int,
+    reduction_factor: int,
+    min_early_stopping_rate: int,
+    bootstrap_count: int,
+    direction: Direction,
+) -> Decision:
+    """Optuna's ``SuccessiveHalvingPruner.prune`` for a trial at ``step`` with ``value`` there, having completed
+    ``rung`` rungs: it completes each rung its step has reached (its value recorded there, as Optuna writes
+    ``completed_rung_<i>``), and is pruned at the first one it does not win. ``rungs`` is updated."""
+    attrs: dict[str, float] = {}
+    while True:
+        if step < min_resource * reduction_factor ** (min_early_stopping_rate + rung):
+            return Decision(False, attrs)
+        if math.isnan(value):
+            return Decision(True, attrs)
+        attrs[RUNG_KEY.format(rung)] = value
+        others = rungs.at(rung)
+        wins = len(others) + 1 > bootstrap_count and promotable(others, value, reduction_factor, direction)
+        rungs.add(rung, value)
+        if not wins:
+            return Decision(True, attrs)
+        rung += 1
+
+
+def completed_rungs(system_attrs: Mapping[str, Any]) -> tuple[int, dict[int, float]]:
+    """A trial's rungs from its system attrs: how many it completed in a row from rung 0 (Optuna's
+    ``_get_current_rung``), and its value at every rung it has a key for."""
+    values = {int(m.group(1)): float(v) for k, v in system_attrs.items() if (m := _RUNG_KEY.match(k))}
+    current = 0
+    while current in values:
+        current += 1
+    return current, values
+
+
+def _last_complete_step(t: TrialRecord) -> int | None:
+    return max(t.intermediate_values) if t.state.name == "COMPLETE" and t.intermediate_values else None
+
+
+def _max(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+class SuccessiveHalvingState:
+    """Successive halving's state: every trial's value at each rung it completed (per rung, sorted), the rung
+    each running trial is at, and the last step of the longest COMPLETE trial (for ``min_resource: auto``)."""
+
+    def __init__(self, rule: SuccessiveHalvingRule, direction: Direction) -> None:
+        self.rule = rule
+        self.direction = direction
+        self.rungs = Rungs()
+        self._min_resource = rule.min_resource if isinstance(rule.min_resource, int) else None
+        self._rung: dict[int, int] = {}  # unfinished trials: rungs completed
+        self._max_complete_step: int | None = None
+
+    def load(self, trials: Iterable[TrialRecord]) -> None:
+        entries: list[tuple[int, float]] = []
+        for t in trials:
+            current, values = completed_rungs(t.system_attrs)
+            entries += values.items()
+            if t.state.name not in _FINISHED:
+                self._rung[t.number] = current
+            self._max_complete_step = _max(self._max_complete_step, _last_complete_step(t))
+        self.rungs.load(entries)
+
+    def report(self, number: int, values: Mapping[int, float]) -> Decision:
+        if not values:
+            return _KEEP
+        if self._min_resource is None:
+            # Optuna estimates it once, at the first decision after a trial completed, and keeps it
+            if self._max_complete_step is None:
+                return _KEEP
+            self._min_resource = max(self._max_complete_step // 100, 1)
+        step = max(values)
+        rule = self.rule
+        decision = halving_decision(
+            self.rungs,
+            self._rung.get(number, 0),
+            step,
+            values[step],
+            min_resource=self._min_resource,
+            reduction_factor=rule.reduction_factor,
+            min_early_stopping_rate=rule.min_early_stopping_rate,
+            bootstrap_count=rule.bootstrap_count,
+            direction=self.direction,
+        )
+        self._rung[number] = self._rung.get(number, 0) + len(decision.system_attrs)
+        return decision
+
+    def finished(self, number: int, state: str, values: Mapping[int, float]) -> None:
+        self._rung.pop(number, None)
+        if state == "COMPLETE" and values:
+            self._max_complete_step = _max(self._max_complete_step, max(values))
+
+
+class HyperbandState:
+    """Hyperband's state: successive halving per bracket, over the trials of that bracket only. Until the
+    brackets are known (``max_resource: auto`` waits for a COMPLETE trial) trials' rungs wait unsorted."""
+
+    def __init__(self, rule: HyperbandRule, direction: Direction, study_name: str) -> None:
+        self.rule = rule
+        self.direction = direction
+        self.study_name = study_name
+        self.brackets: list[Rungs] = []
+        self._budgets: list[int] = []
+        self._n_brackets: int | None = None
+        self._waiting: list[tuple[int, int, float]] = []  # (number, rung, value) before the brackets exist
+        self._rung: dict[int, int] = {}
+        self._max_complete_step: int | None = None
+
+    def load(self, trials: Iterable[TrialRecord]) -> None:
+        for t in trials:
+            current, values = completed_rungs(t.system_attrs)
+            self._waiting += [(t.number, rung, value) for rung, value in values.items()]
+            if t.state.name not in _FINISHED:
+                self._rung[t.number] = current
+            self._max_complete_step = _max(self._max_complete_step, _last_complete_step(t))
+        if self._n_brackets is not None:
+            self._sort_waiting()
+
+    def initialize(self) -> bool:
+        """Optuna's ``_try_initialization``: the brackets and their trial budgets, once the maximum resource is
+        known. False while it is not, or when there are no brackets (``max_resource`` below ``min_resource``)."""
+        if self._n_brackets is None:
+            max_resource = self.rule.max_resource
+            if max_resource == "auto":
+                if self._max_complete_step is None:
+                    return False
+                max_resource = self._max_complete_step + 1
+            rf = self.rule.reduction_factor
+            n = math.floor(math.log(max_resource / self.rule.min_resource, rf)) + 1
+            self._n_brackets = n
+            for bracket in range(n):
+                s = n - 1 - bracket
+                self._budgets.append(math.ceil(n * (rf**s) / (s + 1)))
+            self.brackets = [Rungs() for _ in range(max(n, 0))]
+            self._sort_waiting()
+        return bool(self.brackets)
+
+    def _sort_waiting(self) -> None:
+        """Put the rungs that waited for the brackets into them."""
+        if self.brackets:  # none: nothing is ever pruned, no rung matters
+            by_bracket: list[list[tuple[int, float]]] = [[] for _ in self.brackets]
+            for number, rung, value in self._waiting:
+                by_bracket[self.bracket(number)].append((rung, value))
+            for rungs, entries in zip(self.brackets, by_bracket, strict=True):
+                rungs.load(entries)
+        self._waiting = []
+
+    def bracket(self, number: int) -> int:
+        """Optuna's ``_get_bracket_id``: a CRC32 of ``<study name>_<number>`` spread over the brackets' budgets."""
+        n = binascii.crc32(f"{self.study_name}_{number}".encode()) % sum(self._budgets)
+        for bracket, budget in enumerate(self._budgets):
+            n -= budget
+            if n < 0:
+                return bracket
+        raise AssertionError("unreachable: n < sum of the budgets")
+
+    def report(self, number: int, values: Mapping[int, float]) -> Decision:
+        if not values or not self.initialize():
+            return _KEEP
+        bracket = self.bracket(number)
+        step = max(values)
+        rule = self.rule
+        decision = halving_decision(
+            self.brackets[bracket],
+            self._rung.get(number, 0),
+            step,
+            values[step],
+            min_resource=rule.min_resource,
+            reduction_factor=rule.reduction_factor,
+            min_early_stopping_rate=bracket,
+            bootstrap_count=rule.bootstrap_count,
+            direction=self.direction,
+        )
+        self._rung[number] = self._rung.get(number, 0) + len(decision.system_attrs)
+        return decision
+
+    def finished(self, number: int, state: str, values: Mapping[int, float]) -> None:
+        self._rung.pop(number, None)
+        if state == "COMPLETE" and values:
+            self._max_complete_step = _max(self._max_complete_step, max(values))
+
+
+#: The pruner types, by the name the sweep config gives them.
+RULES: dict[str, type[PrunerRule]] = {
+    "median": MedianRule,
+    "percentile": PercentileRule,
+    "successive_halving": SuccessiveHalvingRule,
+    "hyperband": HyperbandRule,
+}
+
+
+def parameters(kind: str) -> dict[str, Any]:
+    """Pruner ``kind``'s parameters, in Optuna's order, with Optuna's defaults (None: Optuna has none)."""
+    return {f.name: None if f.default is MISSING else f.default for f in fields(RULES[kind])}

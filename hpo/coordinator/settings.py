@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpo.coordinator.pruning import MedianRule
+from hpo.coordinator.pruning import PrunerRule
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
@@ -30,11 +30,12 @@ class CoordinatorSettings:
     checkpoint_root: str
     sampler: str = "tpe"
     seed: int | None = None
-    rule: MedianRule | None = None
+    rule: PrunerRule | None = None
     parallel: int = 1
     retry_timeout: float = 60.0
     lease: dict[str, Any] | None = field(default=None)  # the driver's lease, renewed by the coordinator
     conditions: dict[str, dict[str, tuple[Any, ...]]] = field(default_factory=dict)  # conditional params
+    multi_objective: bool = False  # the per-epoch metric goes to a user attr (``hpo.study.ATTR_CURVE``)
 
     @classmethod
     def from_config(cls, cfg: SweepConfig, *, parallel: int, lease: dict[str, Any] | None) -> CoordinatorSettings:
@@ -55,6 +56,7 @@ class CoordinatorSettings:
             retry_timeout=cfg.storage_options.retry_timeout,
             lease=lease,
             conditions=space.conditions,
+            multi_objective=len(cfg.objectives) > 1,
         )
 
 

@@ -264,7 +264,7 @@ class SweepLoop:
     def _outcome(self, ref: ray.ObjectRef, asked: Asked) -> Outcome:
         """How the trial task ``ref`` ended (it has ended)."""
         try:
-            return outcomes.from_result(ray.get(ref), self.cfg.study.metric)
+            return outcomes.from_result(ray.get(ref), self.cfg.objectives)
         except ray.exceptions.RayActorError as e:
             raise SweepError(f"the coordinator died: {outcomes.describe_error(e)}") from e
         except ray.exceptions.RayError as e:

@@ -4,7 +4,7 @@ failure its ``FailureKind`` (decided by the exception's type, never by its messa
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ray.exceptions
@@ -20,8 +20,10 @@ from trials.errors import DataError, ModelError
 ENVIRONMENT_ERRORS: tuple[type[BaseException], ...] = (DataError, ModelError, ImportError, NameError, SyntaxError)
 
 
-def from_result(result: Mapping[str, Any], metric: str) -> Outcome:
-    """A trial task returned: COMPLETE with the best epoch's metric, or PRUNED."""
+def from_result(result: Mapping[str, Any], objectives: str | Sequence[str]) -> Outcome:
+    """A trial task returned: COMPLETE with the best epoch's metric (every objective's, primary first, in a
+    multi-objective study), or PRUNED."""
+    names = [objectives] if isinstance(objectives, str) else list(objectives)
     attrs: dict[str, Any] = {
         studies.ATTR_STOP_REASON: result.get("status"),
         studies.ATTR_EPOCHS_RUN: result.get("epochs_run"),
@@ -37,12 +39,14 @@ def from_result(result: Mapping[str, Any], metric: str) -> Outcome:
     if result.get("status") == "pruned":
         return Outcome("PRUNED", None, None, attrs)
     metrics = result.get("best_metrics") or {}
-    if metric not in metrics:
-        return Outcome.fail(FailureKind.TRIAL, f"the trial returned no {metric!r} metric", attrs)
-    value = metrics[metric]
-    if value is None or not math.isfinite(float(value)):
-        return Outcome.fail(FailureKind.TRIAL, f"final {metric} is {value}, not a finite number", attrs)
-    return Outcome("COMPLETE", float(value), None, attrs)
+    for metric in names:
+        if metric not in metrics:
+            return Outcome.fail(FailureKind.TRIAL, f"the trial returned no {metric!r} metric", attrs)
+        value = metrics[metric]
+        if value is None or not math.isfinite(float(value)):
+            return Outcome.fail(FailureKind.TRIAL, f"final {metric} is {value}, not a finite number", attrs)
+    values = tuple(float(metrics[m]) for m in names)
+    return Outcome("COMPLETE", values[0], None, attrs, values=values if len(values) > 1 else None)
 
 
 def from_error(exc: BaseException, config: Mapping[str, Any] | None = None) -> Outcome:

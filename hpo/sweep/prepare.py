@@ -36,7 +36,7 @@ def prepare_study(cfg: SweepConfig, *, mine: lease.Lease, enqueue: str | None = 
     url = cfg.storage or ""
     with opened(url, create_schema=True) as storage:
         study = studies.create_or_load(
-            storage, cfg.study_name, direction=cfg.direction, metric=cfg.study.metric, version=hpo.__version__
+            storage, cfg.study_name, objectives=cfg.objectives, directions=cfg.directions, version=hpo.__version__
         )
         held = lease.acquire(url, storage, study._study_id, mine)
         if held is not None:

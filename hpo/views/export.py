@@ -12,6 +12,7 @@ from hpo import files
 from hpo import study as studies
 from hpo.config import EXPORT_FORMAT, Provenance, TrainFile
 from hpo.errors import HpoError
+from hpo.ranking import parse_pick, primary
 from storage import opened, strip_password
 from trials.config import TrainConfig
 
@@ -25,13 +26,16 @@ class Exported:
     text: str
 
 
-def export_best(storage_url: str, study_name: str, output: str | Path) -> Exported:
-    """Write the best COMPLETE trial's full training config, with provenance, to ``output`` (atomically)."""
+def export_best(storage_url: str, study_name: str, output: str | Path, *, pick: str | None = None) -> Exported:
+    """Write the best COMPLETE trial's full training config, with provenance, to ``output`` (atomically).
+
+    A multi-objective study exports the Pareto-optimal trial with the best primary objective; ``pick``
+    (``'latency_ms<=5'``) first keeps the Pareto-optimal trials that meet its constraints."""
     with opened(storage_url) as storage:
         study = studies.load(storage, study_name)
-        direction = study.direction.name.lower()
+        direction = studies.primary_direction(study)
         metric = str(study.user_attrs.get(studies.ATTR_METRIC, "value"))
-        best = studies.select_best(study.get_trials(deepcopy=False), direction)
+        best = _choose(study, direction, pick)
     if best is None:
         raise HpoError(f"study {study_name!r} has no COMPLETE trial yet; nothing to export")
     raw = studies.trial_train_config(best)
@@ -41,17 +45,41 @@ def export_best(storage_url: str, study_name: str, output: str | Path) -> Export
         raw,
         study=study_name,
         trial=best.number,
-        value=float(best.value or 0.0),
+        value=float(primary(best) or 0.0),
         metric=metric,
         direction=direction,
         storage_url=storage_url,
     )
     text = (
-        f"# Best config of study {study_name!r} (trial {best.number}, {metric}={best.value:.6g}), exported by hpo.\n"
+        f"# Best config of study {study_name!r} (trial {best.number}, {_shown(study, best)}), exported by hpo.\n"
         f"# Train it for production with: hpo train {Path(output).name} --output runs/prod\n" + files.dumps(doc)
     )
     path = files.write_atomic(output, text)
-    return Exported(path, best.number, float(best.value or 0.0), metric, text)
+    return Exported(path, best.number, float(primary(best) or 0.0), metric, text)
+
+
+def _choose(study: Any, direction: str, pick: str | None) -> Any:
+    trials = study.get_trials(deepcopy=False)
+    if len(study.directions) == 1:
+        if pick:
+            raise HpoError(f"--pick: study {study.study_name!r} has one objective; --pick chooses on a Pareto front")
+        return studies.select_best(trials, direction)
+    front = studies.pareto_front(study)
+    if pick:
+        names = studies.objectives(study)
+        try:
+            constraints = parse_pick(pick, names)
+        except ValueError as e:
+            raise HpoError(str(e)) from None
+        front = [t for t in front if all(c.holds(dict(zip(names, t.values, strict=False))) for c in constraints)]
+        if not front:
+            raise HpoError(f"--pick: no Pareto-optimal trial of study {study.study_name!r} meets {pick!r}")
+    return studies.select_best(front, direction)
+
+
+def _shown(study: Any, trial: Any) -> str:
+    names = studies.objectives(study)
+    return ", ".join(f"{m}={v:.6g}" for m, v in zip(names, trial.values or [], strict=False))
 
 
 def build_document(

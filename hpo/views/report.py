@@ -28,13 +28,13 @@ from optuna.trial import FrozenTrial, TrialState
 import hpo
 from hpo import files
 from hpo import study as studies
-from hpo.errors import ConfigError
 from hpo.progress import format_duration
 from hpo.views.status import StudyStatus, summarize
 from storage import opened, strip_password
 
 #: Plot sections in the order they appear: (key, heading).
 PLOTS = (
+    ("pareto", "Pareto front"),
     ("history", "Optimization history"),
     ("intermediate", "Learning curves (intermediate values)"),
     ("importance", "Parameter importances"),
@@ -120,17 +120,13 @@ def write_report(storage_url: str, study_name: str, output: str | Path) -> Path:
     """
     with opened(storage_url) as storage:
         study = studies.load(storage, study_name)
-        if len(study.directions) != 1:
-            raise ConfigError(
-                f"study {study_name!r} has {len(study.directions)} objectives; "
-                "hpo report reads single-objective studies"
-            )
         metric = str(study.user_attrs.get(studies.ATTR_METRIC, "value"))
-        direction = study.direction.name.lower()
+        direction = studies.primary_direction(study)
         trials = study.get_trials(deepcopy=False)
         plots = build_plots(study, metric)
         verification = verification_of(study.user_attrs.get(studies.ATTR_VERIFY))
-    status = summarize(study_name, metric, direction, trials)
+        objectives, front = studies.objectives(study), studies.pareto_front(study)
+    status = summarize(study_name, metric, direction, trials, objectives=objectives, front=front)
     best = studies.select_best(trials, direction)
     page = render(
         status=status,
@@ -154,10 +150,24 @@ def build_plots(study: optuna.Study, metric: str) -> list[Plot]:
     curves = [t for t in trials if t.intermediate_values and t.state != TrialState.FAIL]
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)  # seeded: the same study, the same report
     needs_complete = f"needs a COMPLETE trial (this study has {len(complete)})"
+    several = len(study.directions) > 1
+    # several objectives: the plots of one objective show the primary one (the first), as pruning does
+    target: Any = (lambda t: t.values[0]) if several else None
+    names = studies.objectives(study)
     makers: dict[str, tuple[str | None, Callable[[], Any]]] = {
+        "pareto": (
+            None
+            if several and complete and len(names) <= 3
+            else "a single-objective study"
+            if not several
+            else "Optuna draws 2 or 3 objectives"
+            if len(names) > 3
+            else needs_complete,
+            lambda: vis.plot_pareto_front(study, target_names=names),
+        ),
         "history": (
             None if complete else needs_complete,
-            lambda: vis.plot_optimization_history(study, target_name=metric),
+            lambda: vis.plot_optimization_history(study, target=target, target_name=metric),
         ),
         "intermediate": (
             None if curves else "no trial reported intermediate values",
@@ -167,15 +177,15 @@ def build_plots(study: optuna.Study, metric: str) -> list[Plot]:
             None
             if len(with_params) >= 2
             else f"needs at least 2 COMPLETE trials with parameters (this study has {len(with_params)})",
-            lambda: vis.plot_param_importances(study, evaluator=evaluator, target_name=metric),
+            lambda: vis.plot_param_importances(study, evaluator=evaluator, target=target, target_name=metric),
         ),
         "parallel": (
             None if with_params else needs_complete + " with parameters",
-            lambda: vis.plot_parallel_coordinate(study, target_name=metric),
+            lambda: vis.plot_parallel_coordinate(study, target=target, target_name=metric),
         ),
         "slice": (
             None if with_params else needs_complete + " with parameters",
-            lambda: vis.plot_slice(study, target_name=metric),
+            lambda: vis.plot_slice(study, target=target, target_name=metric),
         ),
     }
     plots = []

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo import study as studies
-from hpo.ranking import Best, TrialSummary
+from hpo.ranking import Best, TrialSummary, primary
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,8 @@ class StudyStatus:
     epochs_saved: int
     saved_fraction: float  # epochs_saved / epochs_budget (0 when there is no budget yet)
     rows: list[TrialRow]
+    objectives: list[str] = field(default_factory=list)  # a multi-objective study's, primary first
+    pareto: list[dict[str, Any]] = field(default_factory=list)  # its Pareto front: number, values, params
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -44,11 +46,12 @@ def trial_row(t: FrozenTrial) -> TrialRow:
     config = studies.trial_train_config(t) or {}
     epochs = t.user_attrs.get(studies.ATTR_EPOCHS_RUN)
     if epochs is None:
-        epochs = len(t.intermediate_values)
+        epochs = len(studies.curve(t))
     duration = t.user_attrs.get(studies.ATTR_DURATION)
     if duration is None and t.datetime_start is not None and t.datetime_complete is not None:
         duration = (t.datetime_complete - t.datetime_start).total_seconds()
-    value = t.value if t.value is None or math.isfinite(t.value) else None
+    value = primary(t)
+    value = value if value is None or math.isfinite(value) else None
     return TrialRow(
         number=t.number,
         state=t.state.name,
@@ -61,7 +64,15 @@ def trial_row(t: FrozenTrial) -> TrialRow:
     )
 
 
-def summarize(name: str, metric: str, direction: str, trials: Sequence[FrozenTrial]) -> StudyStatus:
+def summarize(
+    name: str,
+    metric: str,
+    direction: str,
+    trials: Sequence[FrozenTrial],
+    *,
+    objectives: Sequence[str] = (),
+    front: Sequence[FrozenTrial] = (),
+) -> StudyStatus:
     rows = [trial_row(t) for t in sorted(trials, key=lambda t: t.number)]
     done = [r for r in rows if r.state in ("COMPLETE", "PRUNED", "FAIL")]
     budget = sum(r.max_epochs or r.epochs_run for r in done)
@@ -79,4 +90,9 @@ def summarize(name: str, metric: str, direction: str, trials: Sequence[FrozenTri
         epochs_saved=max(0, budget - run),
         saved_fraction=(max(0, budget - run) / budget) if budget else 0.0,
         rows=rows,
+        objectives=list(objectives) if len(objectives) > 1 else [],
+        pareto=[
+            {"number": t.number, "values": dict(zip(objectives, t.values or [], strict=False)), "params": t.params}
+            for t in front
+        ],
     )
