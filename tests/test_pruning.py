@@ -198,15 +198,23 @@ def test_statistics_follow_the_trials_added() -> None:
     assert stats.n_trials == 2
 
 
-@pytest.mark.filterwarnings("ignore::RuntimeWarning")
-def test_sorted_percentile_is_numpys_to_the_bit() -> None:
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy's percentile on infinities
+def test_percentiles_are_numpys_nanpercentile_to_the_bit() -> None:
+    """Any percentile (the percentile rule's, flipped for maximization) off the sorted values, against
+    ``np.nanpercentile`` on random steps full of ties, NaN, infinities and signed zeros."""
     rng = random.Random(0)
-    for _ in range(3000):
-        values = sorted(v for v in (_random_value(rng) for _ in range(rng.randint(1, 9))) if not math.isnan(v))
-        values = values or [0.0]
-        q = rng.choice([0.0, 50.0, 100.0, 100 - 33.3, rng.uniform(0, 100)])
-        ours, numpys = sorted_percentile(values, q), float(np.percentile(np.array(values), q))
+    specials = [math.nan, math.inf, -math.inf, 0.0, -0.0]
+    for _ in range(5000):
+        values = [
+            rng.choice(specials) if rng.random() < 0.3 else round(rng.gauss(0, 1), rng.choice([1, 6]))
+            for _ in range(rng.randint(1, 9))
+        ]
+        q = rng.choice([0.0, 50.0, 100.0, 100 - 33.3, 100 - 25.0, rng.uniform(0, 100)])
+        stats = StepStatistics()
+        stats.add_trials({3: v} for v in values)
+        ours, numpys = stats.percentile(3, q, 1), float(np.nanpercentile(np.array(values, dtype=float), q))
         assert ours == numpys or (math.isnan(ours) and math.isnan(numpys)), (values, q)
+    assert sorted_percentile([1.0, 2.0, 4.0], 75.0) == float(np.percentile([1.0, 2.0, 4.0], 75.0))
 
 
 @pytest.mark.parametrize(

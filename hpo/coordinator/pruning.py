@@ -221,6 +221,19 @@ class StepStatistics:
             if not math.isnan(v):
                 bisect.insort(values, v)
 
+    def add_trials(self, trials: Iterable[Mapping[int, float]]) -> None:
+        """Count many COMPLETE trials at once (a study being loaded): appended, then each step sorted once."""
+        for intermediate_values in trials:
+            self.n_trials += 1
+            for step, value in intermediate_values.items():
+                v = float(value)
+                self._counts[step] = self._counts.get(step, 0) + 1
+                values = self._sorted.setdefault(step, [])
+                if not math.isnan(v):
+                    values.append(v)
+        for values in self._sorted.values():
+            values.sort()
+
     def percentile(self, step: int, q: float, n_min_trials: int) -> float:
         """``np.nanpercentile`` of the values at ``step`` (NaN when fewer than ``n_min_trials`` trials have one)."""
         if self._counts.get(step, 0) < n_min_trials:
@@ -300,9 +313,7 @@ class PercentileState:
         self.stats = StepStatistics()
 
     def load(self, trials: Iterable[TrialRecord]) -> None:
-        for t in trials:
-            if t.state.name == "COMPLETE":
-                self.stats.add_trial(t.intermediate_values)
+        self.stats.add_trials(t.intermediate_values for t in trials if t.state.name == "COMPLETE")
 
     def report(self, number: int, values: Mapping[int, float]) -> Decision:
         return _PRUNE if percentile_prunes(self.rule, self.stats, values, self.direction) else _KEEP
