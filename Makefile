@@ -11,7 +11,8 @@ PRETRAINED := $(CACHE)/pretrained/resnet18-digits04/model.pt
 PG_HOST ?= 127.0.0.1
 PG_PORT ?= 5432
 PYTEST_ARGS ?=
-# pytest-xdist workers: tests are independent (a database, a Ray and temp folders of their own)
+# pytest-xdist workers: tests are independent (a database, a Ray and temp folders of their own); the
+# timing-sensitive benchmark gates (marker serial) run alone afterwards, on a quiet machine
 PYTEST_WORKERS ?= 2
 
 .PHONY: install demo pretrain test test-fast pg bench bench-quick lint clean
@@ -48,11 +49,13 @@ pg:
 	fi
 
 test: install pg
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not serial" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m serial $(PYTEST_ARGS)
 
 # The suite without the slow end-to-end tests.
 test-fast: install pg
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not slow and not serial" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "serial and not slow" $(PYTEST_ARGS)
 
 # The benchmarks compare against Ray Tune too: install the bench extra first.
 bench: install pg pretrain

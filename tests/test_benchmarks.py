@@ -20,6 +20,7 @@ def _explain(result: Result) -> str:
     return f"{result.key} {result.title}\n{rows}\n" + "\n".join(result.notes)
 
 
+@pytest.mark.serial  # a timing gate: measured alone, not beside the parallel pass
 @pytest.mark.postgres
 @pytest.mark.usefixtures("ray_local")
 def test_p1_prune_decision_latency_and_identical_decisions(pg_server: str) -> None:
@@ -34,6 +35,7 @@ def test_p1_prune_decision_latency_and_identical_decisions(pg_server: str) -> No
     assert result.passed, _explain(result)
 
 
+@pytest.mark.serial  # a timing gate: measured alone, not beside the parallel pass
 @pytest.mark.postgres
 @pytest.mark.usefixtures("ray_local")
 def test_p2_control_plane_cost_per_trial(pg_server: str) -> None:

@@ -32,9 +32,10 @@ from hpo.progress import format_duration
 from hpo.views.status import StudyStatus, summarize
 from storage import opened, strip_password
 
+#: A multi-objective study's first plot section.
+PARETO = ("pareto", "Pareto front")
 #: Plot sections in the order they appear: (key, heading).
 PLOTS = (
-    ("pareto", "Pareto front"),
     ("history", "Optimization history"),
     ("intermediate", "Learning curves (intermediate values)"),
     ("importance", "Parameter importances"),
@@ -189,7 +190,7 @@ def build_plots(study: optuna.Study, metric: str) -> list[Plot]:
         ),
     }
     plots = []
-    for key, heading in PLOTS:
+    for key, heading in (PARETO, *PLOTS) if several else PLOTS:
         skip, make = makers[key]
         if skip is not None:
             plots.append(Plot(key, heading, note=f"Left out: {skip}."))
