@@ -73,3 +73,27 @@ def test_a_multi_objective_sweep_through_the_cli(tmp_path: Path, pg_url: str) ->
     assert {p["number"] for p in st["pareto"]} == front
     exported = int(ex.stdout.split("exported trial ")[1].split()[0])
     assert exported in front
+
+
+@pytest.mark.parametrize(
+    "pruner",
+    [
+        "{type: percentile, percentile: 50.0, n_startup_trials: 1, n_warmup_steps: 1}",
+        "{type: successive_halving, min_resource: 1, reduction_factor: 2}",
+        "{type: hyperband, min_resource: 1, max_resource: 3, reduction_factor: 2}",
+    ],
+    ids=["percentile", "successive_halving", "hyperband"],
+)
+def test_each_pruner_type_runs_a_sweep_through_the_cli(tmp_path: Path, pg_url: str, pruner: str) -> None:
+    """(median: tests/test_e2e_cli.py.) Random seed 2 draws lr 1e-3 three times, then 5.0, which diverges."""
+    _sweep(
+        tmp_path,
+        pg_url,
+        "study: {name: pr, n_trials: 5, sampler: {name: random, seed: 2}}\n"
+        f"pruner: {pruner}\nearly_stopping: {{patience: null}}\nparallel: 1\n"
+        "search_space:\n  lr: [1.0e-3, 5.0]\n  dropout: 0.1\n  weight_decay: 1.0e-4\n  aug_strength: 0.0\n",
+    )
+    trials = optuna.load_study(study_name="pr", storage=pg_url).trials
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 5 and TrialState.COMPLETE in {t.state for t in finished}
+    assert all(t.state != TrialState.RUNNING for t in trials)
