@@ -53,7 +53,7 @@ STEPS = 20
 #: successive halving and Hyperband at Optuna's defaults (minimum resource / maximum resource "auto").
 RULES: dict[str, PrunerRule] = {
     "median": MedianRule(n_startup_trials=5, n_warmup_steps=2),
-    "percentile": PercentileRule(25.0, n_startup_trials=5, n_warmup_steps=2),
+    "percentile": PercentileRule(percentile=25.0, n_startup_trials=5, n_warmup_steps=2),
     "successive_halving": SuccessiveHalvingRule(),
     "hyperband": HyperbandRule(),
 }

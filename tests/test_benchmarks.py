@@ -103,26 +103,3 @@ def test_coordinator_writes_what_optuna_writes(backend: str, tmp_path: Path, pg_
     finally:
         coord.close()
 
-
-@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy's percentile on infinities
-def test_sorted_median_is_numpys_nanpercentile() -> None:
-    """The median rule's constant-time median (sorted values, numpy's interpolation arithmetic) against
-    ``np.nanpercentile`` on random steps full of ties, NaN, infinities and signed zeros."""
-    import random
-
-    import numpy as np
-
-    from hpo.coordinator.pruning import StepStatistics
-
-    rng = random.Random(0)
-    specials = [math.nan, math.inf, -math.inf, 0.0, -0.0]
-    for _ in range(20_000):
-        values = [
-            rng.choice(specials) if rng.random() < 0.3 else round(rng.gauss(0, 1), rng.choice([1, 6]))
-            for _ in range(rng.randint(1, 9))
-        ]
-        stats = StepStatistics()
-        for v in values:
-            stats.add_trial({3: v})
-        ours, theirs = stats.percentile(3, 50.0, 1), float(np.nanpercentile(np.array(values, dtype=float), 50))
-        assert ours == theirs or (math.isnan(ours) and math.isnan(theirs)), values

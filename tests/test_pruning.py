@@ -119,7 +119,7 @@ def _median(rng: random.Random) -> PrunerRule:
 
 def _percentile(rng: random.Random) -> PrunerRule:
     q = rng.choice([0.0, 10.0, 25.0, 33.3, 50.0, 75.0, 90.0, 100.0, round(rng.uniform(0, 100), 3)])
-    return PercentileRule(q, rng.randint(0, 6), rng.randint(0, 3), rng.randint(1, 3), rng.randint(1, 4))
+    return PercentileRule(rng.randint(0, 6), rng.randint(0, 3), rng.randint(1, 3), rng.randint(1, 4), percentile=q)
 
 
 def _halving(rng: random.Random) -> PrunerRule:
@@ -249,8 +249,8 @@ def test_completed_rungs_reads_optunas_attrs() -> None:
     [
         ("none", None),
         ({}, MedianRule(5, 2, 1, 1)),  # hpo's median default: no pruning at epoch 1
-        ({"type": "percentile", "percentile": 25}, PercentileRule(25.0)),
-        ({"type": "percentile", "percentile": 25, "n_min_trials": 3}, PercentileRule(25.0, n_min_trials=3)),
+        ({"type": "percentile", "percentile": 25}, PercentileRule(percentile=25.0)),
+        ({"type": "percentile", "percentile": 25, "n_min_trials": 3}, PercentileRule(percentile=25.0, n_min_trials=3)),
         ("successive_halving", SuccessiveHalvingRule()),
         ({"type": "successive_halving", "min_resource": 2, "bootstrap_count": 3}, SuccessiveHalvingRule(2, 4, 0, 3)),
         ("hyperband", HyperbandRule()),
@@ -321,7 +321,7 @@ def test_the_rules_refuse_what_optuna_refuses() -> None:
     with pytest.raises(ValueError, match="reduction_factor: must be at least 2, got 1"):
         SuccessiveHalvingRule(reduction_factor=1)
     with pytest.raises(ValueError, match="percentile: must be between 0 and 100"):
-        PercentileRule(-1.0)
+        PercentileRule(percentile=-1.0)
     with pytest.raises(ValueError, match="bootstrap_count"):
         HyperbandRule(bootstrap_count=1)
 

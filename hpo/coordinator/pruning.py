@@ -23,7 +23,7 @@ import binascii
 import bisect
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -129,73 +129,64 @@ def _check(kind: str, params: Mapping[str, Any]) -> None:
             raise ValueError(f"{name}: {problem}, got {value!r}")
 
 
+class _Rule:
+    """What every rule shares: its parameters checked as Optuna checks them (and named in the error), and the
+    Optuna pruner with the same parameters (``OPTUNA``: its class name in ``optuna.pruners``), which the
+    study is loaded with so that the dashboard and stock tools see the sweep's pruner."""
+
+    kind: ClassVar[str]
+    OPTUNA: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        _check(self.kind, asdict(self))  # type: ignore[call-overload]
+
+    def to_optuna(self) -> object:
+        import optuna
+
+        return getattr(optuna.pruners, self.OPTUNA)(**asdict(self))  # type: ignore[call-overload]
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Median and percentile
 
 
 @dataclass(frozen=True)
-class PercentileRule:
-    """The settings of ``optuna.pruners.PercentilePruner``: prune a trial whose best value so far is worse
-    than the ``percentile`` of the COMPLETE trials' values at the same step."""
+class _StepRule(_Rule):
+    """The parameters the median and percentile rules share (Optuna's names and defaults): both compare a
+    trial's best value so far with the COMPLETE trials' values at the same step."""
 
-    percentile: float
     n_startup_trials: int = 5
     n_warmup_steps: int = 0
     interval_steps: int = 1
     n_min_trials: int = 1
 
-    kind: ClassVar[str] = "percentile"
     loads: ClassVar[tuple[str, ...] | None] = ("COMPLETE",)
 
-    def __post_init__(self) -> None:
-        _check(self.kind, asdict(self))
-
-    def to_optuna(self) -> object:
-        import optuna
-
-        return optuna.pruners.PercentilePruner(
-            self.percentile,
-            self.n_startup_trials,
-            self.n_warmup_steps,
-            self.interval_steps,
-            n_min_trials=self.n_min_trials,
-        )
-
     def new_state(self, direction: Direction, study_name: str = "") -> PercentileState:
-        return PercentileState(self, direction)
+        return PercentileState(self, direction)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
-class MedianRule:
+class MedianRule(_StepRule):
     """The settings of ``optuna.pruners.MedianPruner`` (the percentile rule at 50)."""
 
-    n_startup_trials: int = 5
-    n_warmup_steps: int = 0
-    interval_steps: int = 1
-    n_min_trials: int = 1
-
     kind: ClassVar[str] = "median"
-    loads: ClassVar[tuple[str, ...] | None] = ("COMPLETE",)
-
-    def __post_init__(self) -> None:
-        _check(self.kind, asdict(self))
+    OPTUNA: ClassVar[str] = "MedianPruner"
 
     @property
     def percentile(self) -> float:
         return 50.0
 
-    def to_optuna(self) -> object:
-        import optuna
 
-        return optuna.pruners.MedianPruner(
-            n_startup_trials=self.n_startup_trials,
-            n_warmup_steps=self.n_warmup_steps,
-            interval_steps=self.interval_steps,
-            n_min_trials=self.n_min_trials,
-        )
+@dataclass(frozen=True)
+class PercentileRule(_StepRule):
+    """The settings of ``optuna.pruners.PercentilePruner``: prune a trial whose best value so far is worse
+    than the ``percentile`` of the COMPLETE trials' values at the same step (required, by keyword)."""
 
-    def new_state(self, direction: Direction, study_name: str = "") -> PercentileState:
-        return PercentileState(self, direction)
+    percentile: float = field(kw_only=True)
+
+    kind: ClassVar[str] = "percentile"
+    OPTUNA: ClassVar[str] = "PercentilePruner"
 
 
 @dataclass
@@ -213,26 +204,25 @@ class StepStatistics:
 
     def add_trial(self, intermediate_values: Mapping[int, float]) -> None:
         """Count one more COMPLETE trial with these intermediate values."""
-        self.n_trials += 1
-        for step, value in intermediate_values.items():
-            v = float(value)
-            self._counts[step] = self._counts.get(step, 0) + 1
-            values = self._sorted.setdefault(step, [])
-            if not math.isnan(v):
-                bisect.insort(values, v)
+        for step, value in self._count(intermediate_values):
+            bisect.insort(self._sorted.setdefault(step, []), value)
 
     def add_trials(self, trials: Iterable[Mapping[int, float]]) -> None:
         """Count many COMPLETE trials at once (a study being loaded): appended, then each step sorted once."""
         for intermediate_values in trials:
-            self.n_trials += 1
-            for step, value in intermediate_values.items():
-                v = float(value)
-                self._counts[step] = self._counts.get(step, 0) + 1
-                values = self._sorted.setdefault(step, [])
-                if not math.isnan(v):
-                    values.append(v)
+            for step, value in self._count(intermediate_values):
+                self._sorted.setdefault(step, []).append(value)
         for values in self._sorted.values():
             values.sort()
+
+    def _count(self, intermediate_values: Mapping[int, float]) -> Iterator[tuple[int, float]]:
+        """Count the trial and its value at each step; yields the (step, value) pairs to keep (not NaN)."""
+        self.n_trials += 1
+        for step, value in intermediate_values.items():
+            self._counts[step] = self._counts.get(step, 0) + 1
+            self._sorted.setdefault(step, [])
+            if not math.isnan(float(value)):
+                yield step, float(value)
 
     def percentile(self, step: int, q: float, n_min_trials: int) -> float:
         """``np.nanpercentile`` of the values at ``step`` (NaN when fewer than ``n_min_trials`` trials have one)."""
@@ -328,7 +318,7 @@ class PercentileState:
 
 
 @dataclass(frozen=True)
-class SuccessiveHalvingRule:
+class SuccessiveHalvingRule(_Rule):
     """The settings of ``optuna.pruners.SuccessiveHalvingPruner`` (asynchronous successive halving).
 
     A trial that reaches rung ``r`` (step ``min_resource * reduction_factor ** (min_early_stopping_rate +
@@ -341,27 +331,15 @@ class SuccessiveHalvingRule:
     bootstrap_count: int = 0
 
     kind: ClassVar[str] = "successive_halving"
+    OPTUNA: ClassVar[str] = "SuccessiveHalvingPruner"
     loads: ClassVar[tuple[str, ...] | None] = None  # every trial: each one's rungs count
-
-    def __post_init__(self) -> None:
-        _check(self.kind, asdict(self))
-
-    def to_optuna(self) -> object:
-        import optuna
-
-        return optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=self.min_resource,
-            reduction_factor=self.reduction_factor,
-            min_early_stopping_rate=self.min_early_stopping_rate,
-            bootstrap_count=self.bootstrap_count,
-        )
 
     def new_state(self, direction: Direction, study_name: str = "") -> SuccessiveHalvingState:
         return SuccessiveHalvingState(self, direction)
 
 
 @dataclass(frozen=True)
-class HyperbandRule:
+class HyperbandRule(_Rule):
     """The settings of ``optuna.pruners.HyperbandPruner``: several successive-halving brackets (minimum
     early-stopping rates 0, 1, ...), each trial in one, picked by a hash of the study name and its number."""
 
@@ -371,20 +349,8 @@ class HyperbandRule:
     bootstrap_count: int = 0
 
     kind: ClassVar[str] = "hyperband"
+    OPTUNA: ClassVar[str] = "HyperbandPruner"
     loads: ClassVar[tuple[str, ...] | None] = None
-
-    def __post_init__(self) -> None:
-        _check(self.kind, asdict(self))
-
-    def to_optuna(self) -> object:
-        import optuna
-
-        return optuna.pruners.HyperbandPruner(
-            min_resource=self.min_resource,
-            max_resource=self.max_resource,
-            reduction_factor=self.reduction_factor,
-            bootstrap_count=self.bootstrap_count,
-        )
 
     def new_state(self, direction: Direction, study_name: str = "") -> HyperbandState:
         return HyperbandState(self, direction, study_name)
@@ -478,47 +444,37 @@ def _max(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else max(a, b)
 
 
-class SuccessiveHalvingState:
-    """Successive halving's state: every trial's value at each rung it completed (per rung, sorted), the rung
-    each running trial is at, and the last step of the longest COMPLETE trial (for ``min_resource: auto``)."""
+class _HalvingState:
+    """What successive halving and Hyperband both track: the rung each unfinished trial has completed, and
+    the last step of the longest COMPLETE trial (for the ``auto`` resources); and one halving decision."""
 
-    def __init__(self, rule: SuccessiveHalvingRule, direction: Direction) -> None:
-        self.rule = rule
+    def __init__(self, reduction_factor: int, bootstrap_count: int, direction: Direction) -> None:
         self.direction = direction
-        self.rungs = Rungs()
-        self._min_resource = rule.min_resource if isinstance(rule.min_resource, int) else None
+        self._reduction_factor, self._bootstrap_count = reduction_factor, bootstrap_count
         self._rung: dict[int, int] = {}  # unfinished trials: rungs completed
         self._max_complete_step: int | None = None
 
-    def load(self, trials: Iterable[TrialRecord]) -> None:
-        entries: list[tuple[int, float]] = []
-        for t in trials:
-            current, values = completed_rungs(t.system_attrs)
-            entries += values.items()
-            if t.state.name not in _FINISHED:
-                self._rung[t.number] = current
-            self._max_complete_step = _max(self._max_complete_step, _last_complete_step(t))
-        self.rungs.load(entries)
+    def _note(self, t: TrialRecord) -> dict[int, float]:
+        """At load: remember ``t``'s rung and last step; returns its completed rungs' values."""
+        current, values = completed_rungs(t.system_attrs)
+        if t.state.name not in _FINISHED:
+            self._rung[t.number] = current
+        self._max_complete_step = _max(self._max_complete_step, _last_complete_step(t))
+        return values
 
-    def report(self, number: int, values: Mapping[int, float]) -> Decision:
-        if not values:
-            return _KEEP
-        if self._min_resource is None:
-            # Optuna estimates it once, at the first decision after a trial completed, and keeps it
-            if self._max_complete_step is None:
-                return _KEEP
-            self._min_resource = max(self._max_complete_step // 100, 1)
+    def _decide(
+        self, rungs: Rungs, number: int, values: Mapping[int, float], min_resource: int, min_rate: int
+    ) -> Decision:
         step = max(values)
-        rule = self.rule
         decision = halving_decision(
-            self.rungs,
+            rungs,
             self._rung.get(number, 0),
             step,
             values[step],
-            min_resource=self._min_resource,
-            reduction_factor=rule.reduction_factor,
-            min_early_stopping_rate=rule.min_early_stopping_rate,
-            bootstrap_count=rule.bootstrap_count,
+            min_resource=min_resource,
+            reduction_factor=self._reduction_factor,
+            min_early_stopping_rate=min_rate,
+            bootstrap_count=self._bootstrap_count,
             direction=self.direction,
         )
         self._rung[number] = self._rung.get(number, 0) + len(decision.system_attrs)
@@ -530,28 +486,49 @@ class SuccessiveHalvingState:
             self._max_complete_step = _max(self._max_complete_step, max(values))
 
 
-class HyperbandState:
+class SuccessiveHalvingState(_HalvingState):
+    """Successive halving's state: every trial's value at each rung it completed (per rung, sorted), the rung
+    each running trial is at, and the last step of the longest COMPLETE trial (for ``min_resource: auto``)."""
+
+    def __init__(self, rule: SuccessiveHalvingRule, direction: Direction) -> None:
+        super().__init__(rule.reduction_factor, rule.bootstrap_count, direction)
+        self.rule = rule
+        self.rungs = Rungs()
+        self._min_resource = rule.min_resource if isinstance(rule.min_resource, int) else None
+
+    def load(self, trials: Iterable[TrialRecord]) -> None:
+        entries: list[tuple[int, float]] = []
+        for t in trials:
+            entries += self._note(t).items()
+        self.rungs.load(entries)
+
+    def report(self, number: int, values: Mapping[int, float]) -> Decision:
+        if not values:
+            return _KEEP
+        if self._min_resource is None:
+            # Optuna estimates it once, at the first decision after a trial completed, and keeps it
+            if self._max_complete_step is None:
+                return _KEEP
+            self._min_resource = max(self._max_complete_step // 100, 1)
+        return self._decide(self.rungs, number, values, self._min_resource, self.rule.min_early_stopping_rate)
+
+
+class HyperbandState(_HalvingState):
     """Hyperband's state: successive halving per bracket, over the trials of that bracket only. Until the
     brackets are known (``max_resource: auto`` waits for a COMPLETE trial) trials' rungs wait unsorted."""
 
     def __init__(self, rule: HyperbandRule, direction: Direction, study_name: str) -> None:
+        super().__init__(rule.reduction_factor, rule.bootstrap_count, direction)
         self.rule = rule
-        self.direction = direction
         self.study_name = study_name
         self.brackets: list[Rungs] = []
         self._budgets: list[int] = []
         self._n_brackets: int | None = None
         self._waiting: list[tuple[int, int, float]] = []  # (number, rung, value) before the brackets exist
-        self._rung: dict[int, int] = {}
-        self._max_complete_step: int | None = None
 
     def load(self, trials: Iterable[TrialRecord]) -> None:
         for t in trials:
-            current, values = completed_rungs(t.system_attrs)
-            self._waiting += [(t.number, rung, value) for rung, value in values.items()]
-            if t.state.name not in _FINISHED:
-                self._rung[t.number] = current
-            self._max_complete_step = _max(self._max_complete_step, _last_complete_step(t))
+            self._waiting += [(t.number, rung, value) for rung, value in self._note(t).items()]
         if self._n_brackets is not None:
             self._sort_waiting()
 
@@ -597,26 +574,7 @@ class HyperbandState:
         if not values or not self.initialize():
             return _KEEP
         bracket = self.bracket(number)
-        step = max(values)
-        rule = self.rule
-        decision = halving_decision(
-            self.brackets[bracket],
-            self._rung.get(number, 0),
-            step,
-            values[step],
-            min_resource=rule.min_resource,
-            reduction_factor=rule.reduction_factor,
-            min_early_stopping_rate=bracket,
-            bootstrap_count=rule.bootstrap_count,
-            direction=self.direction,
-        )
-        self._rung[number] = self._rung.get(number, 0) + len(decision.system_attrs)
-        return decision
-
-    def finished(self, number: int, state: str, values: Mapping[int, float]) -> None:
-        self._rung.pop(number, None)
-        if state == "COMPLETE" and values:
-            self._max_complete_step = _max(self._max_complete_step, max(values))
+        return self._decide(self.brackets[bracket], number, values, self.rule.min_resource, bracket)
 
 
 #: The pruner types, by the name the sweep config gives them.
