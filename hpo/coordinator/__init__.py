@@ -1,5 +1,7 @@
 """The coordinator: the one database client of a running sweep (``coordinator``), its Ray actor (``actor``),
-the pruners it decides with (``pruning``: median, percentile, successive halving, Hyperband), the sampler wrapper that learns from out-of-memory trials (``sampling``), its settings and messages, and its direct writes (``writes``).
+the pruners it decides with (``pruning``: median, percentile, successive halving, Hyperband), the sampler
+wrapper that learns from out-of-memory trials (``sampling``), its settings and messages, and its direct
+writes (``writes``).
 
 Kept import-free: trial workers import ``hpo.coordinator.actor`` and must not pull Optuna in through here.
 """
