@@ -5,6 +5,7 @@ only database client."""
 from __future__ import annotations
 
 import contextlib
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ from hpo.errors import StudyBusyError
 from hpo.ranking import Best
 from hpo.space import flatten, sample
 from hpo.sweep import lease
-from storage import opened
+from storage import StorageError, opened
 
 DRIVER_LOST = "driver lost: the trial was RUNNING when a new sweep on its study started"
 
@@ -40,14 +41,31 @@ def prepare_study(cfg: SweepConfig, *, mine: lease.Lease, enqueue: str | None = 
         )
         held = lease.acquire(url, storage, study._study_id, mine)
         if held is not None:
-            raise StudyBusyError(
-                f"study {cfg.study_name!r} is being run by another hpo sweep ({lease.describe(held, time.time())}); "
-                f"wait for it to finish (a lease without heartbeat expires after {lease.TTL:.0f}s) "
-                "or use another --study"
-            )
+            raise _busy(cfg.study_name, held)
         if enqueue:
             _enqueue(study, cfg, enqueue)
         return _count(study, cfg)
+
+
+def refuse_if_busy(cfg: SweepConfig) -> None:
+    """``StudyBusyError`` now, before Ray starts, when another live sweep holds the study's lease: a quick look
+    that writes nothing (no schema, no study). ``prepare_study`` takes the lease atomically later."""
+    url = cfg.storage or ""
+    try:
+        with opened(url, connect_timeout=5) as storage:
+            study_id = storage.get_study_id_from_name(cfg.study_name)
+            held = lease.read(storage, study_id)
+    except (StorageError, KeyError):
+        return  # no storage, schema or study yet: nobody holds it
+    if held and lease.is_live(held, now=time.time(), host=socket.gethostname()):
+        raise _busy(cfg.study_name, held)
+
+
+def _busy(name: str, held: lease.Lease) -> StudyBusyError:
+    return StudyBusyError(
+        f"study {name!r} is being run by another hpo sweep ({lease.describe(held, time.time())}); "
+        f"wait for it to finish (a lease without heartbeat expires after {lease.TTL:.0f}s) or use another --study"
+    )
 
 
 def _count(study: Any, cfg: SweepConfig) -> Prepared:

@@ -24,7 +24,7 @@ from hpo.ranking import Best
 from hpo.sweep import lease
 from hpo.sweep.ledger import Ledger, StopReason
 from hpo.sweep.loop import SweepLoop, call
-from hpo.sweep.prepare import Prepared, prepare_study, release_lease
+from hpo.sweep.prepare import Prepared, prepare_study, refuse_if_busy, release_lease
 from hpo.sweep.stop import Stopper, install_sigint
 from storage import mask_url
 from trials.errors import TrialsError
@@ -80,6 +80,7 @@ def run_sweep(
         preflight(cfg)
     if enqueue:
         load_train_file(enqueue)  # validate before the study is touched
+    refuse_if_busy(cfg)  # in a second, not after a Ray start; the lease itself is taken atomically below
     mine = lease.new_lease()
     clock = Clock()
     with contextlib.ExitStack() as stack:
