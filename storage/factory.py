@@ -176,10 +176,14 @@ def storage_errors(url: str, what: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def opened(url: str, *, create_schema: bool = False, connect_timeout: float = 10.0) -> Iterator[Any]:
+def opened(
+    url: str, *, create_schema: bool = False, connect_timeout: float = 10.0, check_version: bool = True
+) -> Iterator[Any]:
     """An Optuna storage for ``url`` (``open_storage``), database errors inside the block turned into one
     masked ``StorageError`` line, and its connections closed on the way out."""
-    storage = open_storage(url, create_schema=create_schema, connect_timeout=connect_timeout)
+    storage = open_storage(
+        url, create_schema=create_schema, connect_timeout=connect_timeout, check_version=check_version
+    )
     try:
         with storage_errors(url, "storage error on"):
             yield storage

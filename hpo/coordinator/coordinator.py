@@ -98,8 +98,7 @@ class Coordinator:
     # ----------------------------------------------------------------------------------------------
     def ask(self) -> Asked:
         """A new trial (an enqueued one first) with params from the sampler, and its full training config."""
-        token = uuid.uuid4().hex
-        trial_id = self._retry(lambda: self._create(token, params=None))
+        trial_id = self._create(uuid.uuid4().hex, params=None, existing=False)
         trial = self._retry(lambda: optuna.Trial(self._study, trial_id))
         s = self.settings
         params = sample(
@@ -110,13 +109,26 @@ class Coordinator:
         )
         return self._register(trial_id, trial.number, params, attempt=1)
 
-    def _create(self, token: str, params: tuple[dict[str, Any], dict[str, Any]] | None) -> int:
-        """The trial created with ``token``: found if an earlier try created it, else an enqueued trial
-        (plain asks only) or a new RUNNING one, the token written in the same transaction."""
+    def _create(self, token: str, params: tuple[dict[str, Any], dict[str, Any]] | None, *, existing: bool) -> int:
+        """The trial created with ``token``, retried through lost connections: an earlier try's if it committed,
+        else an enqueued trial (plain asks only) or a new RUNNING one, the token written in the same
+        transaction. ``existing``: the token may predate this call (a retry keyed by the trial it retries), so
+        even the first try looks it up; a fresh token is looked up only when a try is repeated."""
+        tries = 0
+
+        def once() -> int:
+            nonlocal tries
+            tries += 1
+            if existing or tries > 1:
+                found = self._writes.trial_with_token(self._study._study_id, token)
+                if found is not None:
+                    return found
+            return self._create_new(token, params)
+
+        return self._retry(once)
+
+    def _create_new(self, token: str, params: tuple[dict[str, Any], dict[str, Any]] | None) -> int:
         study_id = self._study._study_id
-        found = self._writes.trial_with_token(study_id, token)
-        if found is not None:
-            return found
         if params is None:
             self._study._thread_local.cached_all_trials = None  # as Study.ask: sync once per trial
             waiting = self._study._pop_waiting_trial_id()
@@ -139,7 +151,7 @@ class Coordinator:
         if outcome.kind is FailureKind.INFRA:
             attempt += 1  # a rerun of what never started spends no attempt
         token = f"retry-of:{trial_id}"
-        new_id = self._retry(lambda: self._create(token, params=(failed.params, failed.distributions)))
+        new_id = self._create(token, params=(failed.params, failed.distributions), existing=True)
         number = self._retry(lambda: self._study._storage.get_trial_number_from_id(new_id))
         asked = self._register(
             new_id,

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from hpo.procs import same_start, start_time
+from hpo.procs import is_running, start_time
 from storage.locks import LEASE_LOCK_BASE, exclusive
 
 KEY = "hpo:driver"
@@ -45,7 +45,6 @@ def is_live(
     *,
     now: float,
     host: str,
-    started: Callable[[int], float | None] = start_time,
     ttl: float = TTL,
 ) -> bool:
     """Whether ``lease`` still holds the study: heartbeat within ``ttl``, and, on this host, its process alive."""
@@ -54,8 +53,7 @@ def is_live(
     if now - float(lease.get("heartbeat", 0)) > ttl:
         return False
     if lease.get("host") == host and isinstance(lease.get("pid"), int) and lease.get("pid_start") is not None:
-        now_start = started(int(lease["pid"]))
-        return now_start is not None and same_start(now_start, float(lease["pid_start"]))
+        return is_running(int(lease["pid"]), float(lease["pid_start"]))
     return True
 
 

@@ -22,6 +22,7 @@ import ray
 from hpo.cluster.worker import TrialRun, Workload, trial_task
 from hpo.config import SweepConfig
 from hpo.coordinator.messages import Asked, FailureKind, Outcome, Told
+from hpo.coordinator.settings import checkpoint_root
 from hpo.errors import SweepError
 from hpo.progress import Observer
 from hpo.sweep import lease, outcomes
@@ -56,6 +57,7 @@ class SweepLoop:
         self.obs, self.stopper, self.ledger = observer, stopper, ledger
         self.task = trial_task(placement.cpus, placement.gpus)
         self.threads = max(1, int(placement.cpus))
+        self.root = checkpoint_root(cfg)  # the trials' folders, and their TensorBoard runs beside them
         # Beyond the free slots, this many trials are asked ahead, so that freed slots start them at once (with
         # one slot there is nothing to overlap: the ask would only queue behind the trial's reports).
         self.ahead = min(parallel, ASK_AHEAD) if parallel > 1 else 0
@@ -104,8 +106,10 @@ class SweepLoop:
         if not self.running:
             return self.ledger.more_needed()  # a tell just read came back FAIL: the target needs another trial
         done, _ = ray.wait(list(self.running), num_returns=1, timeout=0.5)
-        ended = [(asked, self._outcome(ref, asked)) for ref in done for asked in [self.running.pop(ref)]]
-        for _ in ended:
+        ended = []
+        for ref in done:
+            asked = self.running.pop(ref)
+            ended.append((asked, self._outcome(ref, asked)))
             self.ledger.ended()
         if all(o.state != "FAIL" for _, o in ended):  # a failure may spend the budget: tell it first
             self._start_waiting()  # a freed slot starts a trial asked ahead before the finished one is told
@@ -151,14 +155,13 @@ class SweepLoop:
 
     def _launch(self, asked: Asked) -> None:
         cfg = self.cfg
-        root = asked.checkpoint_dir.rsplit("/", 1)[0]
         run = TrialRun(
             trial_id=asked.trial_id,
             config=asked.train_config,
             checkpoint_dir=asked.checkpoint_dir,
             resume_from=asked.resume_from,
             num_threads=self.threads,
-            tensorboard_dir=f"{root}/tensorboard/trial-{asked.number:05d}" if cfg.tensorboard else None,
+            tensorboard_dir=f"{self.root}/tensorboard/trial-{asked.number:05d}" if cfg.tensorboard else None,
             submitted_at=time.time(),
         )
         self.running[self.task.remote(run, self.c, self.workload)] = asked

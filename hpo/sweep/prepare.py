@@ -52,7 +52,8 @@ def refuse_if_busy(cfg: SweepConfig) -> None:
     that writes nothing (no schema, no study). ``prepare_study`` takes the lease atomically later."""
     url = cfg.storage or ""
     try:
-        with opened(url, connect_timeout=5) as storage:
+        # no schema-version check (queries and an Alembic import): prepare_study makes it right after
+        with opened(url, connect_timeout=5, check_version=False) as storage:
             study_id = storage.get_study_id_from_name(cfg.study_name)
             held = lease.read(storage, study_id)
     except (StorageError, KeyError):

@@ -162,31 +162,28 @@ class Placement:
 class _Handle:
     actor: Any
     connecting: bool = False  # set before ``connect`` is called: from then on it may hold a storage
-    released: bool = False  # the coordinator gave the study's lease up as it closed
 
 
 @contextlib.contextmanager
 def _coordinator(settings: CoordinatorSettings, placement: Placement, workload: Workload) -> Iterator[_Handle]:
-    """The coordinator actor, started unconnected, with a trial worker per slot warming up beside it; closed (it
-    runs the calls queued before, then gives the lease up) and killed on the way out."""
+    """The coordinator actor, started unconnected, with a trial worker per slot warming up beside it; killed on
+    the way out (``_release`` closes it first once the study is prepared)."""
     handle = _Handle(actor.start(settings))
     warm_workers(placement.cpus, placement.gpus, workload, placement.parallel)
     try:
         yield handle
     finally:
-        if handle.connecting:  # one never connected holds nothing: it is only killed
-            with contextlib.suppress(ray.exceptions.RayError):
-                handle.released = bool(ray.get(handle.actor.close.remote(), timeout=30))
         ray.kill(handle.actor)
 
 
 def _release(handle: _Handle, cfg: SweepConfig, mine: lease.Lease) -> None:
-    # runs before the coordinator is closed (ExitStack order): close it now, then release if it could not
-    if handle.connecting and not handle.released:
+    """Close the coordinator (it runs the calls queued before, then gives the study's lease up); when it was
+    never connected, or could not give the lease up, the driver releases it."""
+    released = False
+    if handle.connecting:  # one never connected holds no storage
         with contextlib.suppress(ray.exceptions.RayError):
-            handle.released = bool(ray.get(handle.actor.close.remote(), timeout=30))
-        handle.connecting = False
-    if not handle.released:
+            released = bool(ray.get(handle.actor.close.remote(), timeout=30))
+    if not released:
         release_lease(cfg.storage or "", cfg.study_name, mine["owner"])
 
 
