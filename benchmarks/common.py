@@ -32,22 +32,109 @@ class Row:
     baseline: str
     ratio: str
     passed: bool | None
+    #: the measurement behind the row: raw samples per side, how many repeats, the ratio's 95% CI
+    comparison: Comparison | None = None
 
 
 @dataclass
 class Result:
     """A benchmark's rows, the notes that explain them (sizes, method, caveats) and its raw numbers."""
 
-    key: str  # P1 ... P7
+    key: str  # P1 ... P9
     title: str
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    #: hpo's settings for this benchmark (sizes, parallelism, ...), written to BENCHMARKS.json
+    settings: dict[str, Any] = field(default_factory=dict)
+    #: each baseline by name with the settings it ran with, e.g. {"ray_tune": {"reuse_actors": True, ...}}
+    baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
         return all(r.passed is not False for r in self.rows)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Repeated, interleaved comparisons
+
+
+@dataclass
+class Comparison:
+    """Paired samples of one measure, hpo and a baseline run one after the other ``repeats`` times
+    (interleaved, so drift on a shared machine hits both sides alike); ratios are hpo / baseline per pair."""
+
+    hpo: list[float]
+    baseline: list[float]
+
+    @property
+    def repeats(self) -> int:
+        return min(len(self.hpo), len(self.baseline))
+
+    @property
+    def ratios(self) -> list[float]:
+        return [ratio(a, b) for a, b in zip(self.hpo, self.baseline, strict=False)]
+
+    @property
+    def ratio(self) -> float:
+        """The median of the per-pair ratios (what PASS/FAIL is decided on)."""
+        return median(self.ratios)
+
+    @property
+    def ci95(self) -> tuple[float, float]:
+        """A 95% bootstrap confidence interval of the median ratio (percentile method, fixed seed)."""
+        return bootstrap_ci(self.ratios)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "repeats": self.repeats,
+            "hpo": list(self.hpo),
+            "baseline": list(self.baseline),
+            "ratios": self.ratios,
+            "ratio_median": self.ratio,
+            "ratio_ci95": list(self.ci95),
+        }
+
+    def fmt_ratio(self) -> str:
+        lo, hi = self.ci95
+        return f"{fmt_ratio(self.ratio)} [{lo:.2f}, {hi:.2f}] (n={self.repeats})"
+
+
+def bootstrap_ci(values: Sequence[float], q: float = 95.0, resamples: int = 2000) -> tuple[float, float]:
+    """The ``q``% percentile-bootstrap interval of the median of ``values`` (seeded: reruns agree)."""
+    import random
+
+    xs = [v for v in values if math.isfinite(v)]
+    if not xs:
+        return (math.nan, math.nan)
+    if len(xs) == 1:
+        return (xs[0], xs[0])
+    rng = random.Random(0)
+    meds = sorted(statistics.median(rng.choices(xs, k=len(xs))) for _ in range(resamples))
+    tail = (100.0 - q) / 2
+    return (percentile(meds, tail), percentile(meds, 100.0 - tail))
+
+
+def interleaved(
+    hpo: Callable[[], float], baseline: Callable[[], float], repeats: int = 5, *, warmup: bool = False
+) -> Comparison:
+    """Run ``hpo`` and ``baseline`` alternately ``repeats`` times each (hpo first on even repeats, the
+    baseline first on odd ones) and keep what each returns (a time, a count, ...). ``warmup`` runs each
+    once first, unrecorded."""
+    if warmup:
+        hpo()
+        baseline()
+    a: list[float] = []
+    b: list[float] = []
+    for i in range(repeats):
+        if i % 2 == 0:
+            a.append(float(hpo()))
+            b.append(float(baseline()))
+        else:
+            b.append(float(baseline()))
+            a.append(float(hpo()))
+    return Comparison(a, b)
 
 
 # ---------------------------------------------------------------------------------------------------
