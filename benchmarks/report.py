@@ -1,16 +1,23 @@
-"""The results as a terminal table and as BENCHMARKS.md (figures, ratios, machine, command, date)."""
+"""The results as a terminal table, and BENCHMARKS.md rendered from BENCHMARKS.json alone.
+
+``markdown(doc)`` is a pure function of the JSON document (``benchmarks.results``): no clock, no machine,
+no git; ``python -m benchmarks --render`` re-renders it, and a test checks the committed pair agrees.
+"""
 
 from __future__ import annotations
 
 import datetime
-import os
-import platform
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from benchmarks.common import Result, Row
+from benchmarks.common import Result, Row, fmt_ratio
 
 COLUMNS = ("benchmark", "measure", "goal", "hpo", "baseline", "ratio", "result")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The terminal table, from the results of this run
 
 
 def verdict(row: Row) -> str:
@@ -34,93 +41,124 @@ def text_table(results: Sequence[Result]) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------------------------
+# BENCHMARKS.md, from BENCHMARKS.json
+
+
 def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def markdown_table(results: Sequence[Result]) -> str:
+def _num(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def ratio_cell(row: Mapping[str, Any]) -> str:
+    """A row's ratio: with repeats, the median of the per-pair ratios, its 95% CI and n; else as measured."""
+    c = row.get("comparison")
+    if not c:
+        return str(row["ratio"])
+    lo, hi = (_num(v) for v in c["ratio_ci95"])
+    return f"{fmt_ratio(_num(c['ratio_median']))} [{lo:.2f}, {hi:.2f}] (n={c['repeats']})"
+
+
+def markdown_table(benchmarks: Mapping[str, Mapping[str, Any]]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for cells in table_rows(results):
-        shown = [_md_cell(c) for c in cells]
-        if shown[-1]:
-            shown[-1] = f"**{shown[-1]}**"
-        lines.append("| " + " | ".join(shown) + " |")
+    for key, entry in benchmarks.items():
+        for row in entry["rows"]:
+            cells = [
+                key,
+                row["metric"],
+                row["goal"],
+                row["hpo"],
+                row["baseline"],
+                ratio_cell(row),
+                row["verdict"] or "",
+            ]
+            shown = [_md_cell(c) for c in cells]
+            if shown[-1]:
+                shown[-1] = f"**{shown[-1]}**"
+            lines.append("| " + " | ".join(shown) + " |")
     return "\n".join(lines)
 
 
-def machine() -> dict[str, Any]:
-    """CPU model, cores, OS, and the versions that matter for these numbers."""
-    import optuna
-    import ray
-    import sqlalchemy
-    import torch
-
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu or "unknown",
-        "cores": os.cpu_count() or 0,
-        "os": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(),
-        "optuna": optuna.__version__,
-        "ray": ray.__version__,
-        "torch": torch.__version__,
-        "sqlalchemy": sqlalchemy.__version__,
-        "postgresql": _pg_version(),
-    }
+def fmt_date(iso: str) -> str:
+    return datetime.datetime.fromisoformat(iso).astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _pg_version() -> str:
-    try:
-        import sqlalchemy
-
-        from benchmarks.common import PG_ADMIN
-
-        engine = sqlalchemy.create_engine(PG_ADMIN, poolclass=sqlalchemy.pool.NullPool)
-        with engine.connect() as conn:
-            version = str(conn.execute(sqlalchemy.text("SHOW server_version")).scalar())
-        engine.dispose()
-        return version
-    except Exception:  # informational only
-        return "unknown"
+def fmt_commit(sha: str, dirty: bool) -> str:
+    return f"`{sha[:10]}`" + (" with uncommitted changes (dirty)" if dirty else "")
 
 
-def markdown(results: Sequence[Result], *, command: str, quick: bool, started: datetime.datetime) -> str:
-    m = machine()
-    passed = sum(r.passed for r in results)
+def fmt_machine(m: Mapping[str, Any]) -> str:
+    return f"{m['cpu']}, {m['cores']} cores, {m['os']}"
+
+
+def fmt_value(value: Any) -> str:
+    """A setting as a reader of the JSON sees it: ``true``, ``2``, ``null``; strings bare."""
+    return value if isinstance(value, str) else json.dumps(value, separators=(", ", ": "))
+
+
+def fmt_settings(settings: Mapping[str, Any]) -> str:
+    return ", ".join(f"`{k}: {fmt_value(v)}`" for k, v in settings.items()) or "none recorded"
+
+
+def _passed(entry: Mapping[str, Any]) -> bool:
+    return all(row["verdict"] != "FAIL" for row in entry["rows"])
+
+
+def section(key: str, entry: Mapping[str, Any], top_machine: Mapping[str, Any]) -> list[str]:
+    """One benchmark: its commit and run, settings, baselines with theirs, notes, missed goals."""
+    out = [f"## {key}: {entry['title']}", ""]
+    out.append(
+        f"- Commit {fmt_commit(entry['git_sha'], entry['dirty'])}, {fmt_date(entry['date'])}, "
+        f"{'quick' if entry['quick'] else 'full'} run, took {entry['seconds']:.0f} s"
+    )
+    if entry.get("machine") and entry["machine"] != top_machine:
+        out.append(f"- Machine: {fmt_machine(entry['machine'])}")
+    out.append(f"- hpo's settings: {fmt_settings(entry['settings'])}")
+    baselines = entry["baselines"]
+    if baselines:
+        out.append("- Baselines, with the settings they ran with:")
+        out += [f"  - {name}: {fmt_settings(settings)}" for name, settings in baselines.items()]
+    out += [f"- {note}" for note in entry["notes"]]
+    missed = [row for row in entry["rows"] if row["verdict"] == "FAIL"]
+    if missed:
+        out.append(
+            "- Goal missed: " + "; ".join(f"{row['metric']} ({row['hpo']}, goal {row['goal']})" for row in missed)
+        )
+    return [*out, ""]
+
+
+def markdown(doc: Mapping[str, Any]) -> str:
+    """BENCHMARKS.md for the BENCHMARKS.json document ``doc`` (pure: the same document, the same bytes)."""
+    benchmarks: Mapping[str, Mapping[str, Any]] = doc["benchmarks"]
+    v = doc["versions"]
+    passed = sum(_passed(e) for e in benchmarks.values())
+    shas = {(e["git_sha"], e["dirty"]) for e in benchmarks.values()}
     out = [
         "# Benchmarks",
         "",
-        "Generated by the benchmark suite; do not edit by hand. Regenerate with `make bench` "
-        "(`python -m benchmarks`; `--quick` for the CI-sized pass, `--only P1,P3` to select).",
+        "Rendered from BENCHMARKS.json (the raw samples, settings and provenance of every figure below); do not "
+        "edit by hand. Regenerate with `make bench` (`python -m benchmarks`; `--only P1,P3` reruns some and merges "
+        "them in; `--render` re-renders this file from the JSON).",
         "",
-        f"- Command: `{command}`",
-        f"- Date: {started:%Y-%m-%d %H:%M} UTC ({'quick' if quick else 'full'} run, "
-        f"{sum(r.seconds for r in results) / 60:.1f} min)",
-        f"- Machine: {m['cpu']}, {m['cores']} cores, {m['os']}, no GPU used for P1-P5 and P7",
-        f"- Versions: Python {m['python']}, Optuna {m['optuna']}, Ray {m['ray']}, PyTorch {m['torch']}, "
-        f"SQLAlchemy {m['sqlalchemy']}, PostgreSQL {m['postgresql']}",
-        f"- Benchmarks meeting every goal: {passed}/{len(results)}",
+        f"- Latest run: `{doc['command']}`, {fmt_date(doc['date'])}, commit {fmt_commit(doc['git_sha'], doc['dirty'])}"
+        + ("" if len(shas) == 1 else "; the benchmarks come from different commits (see each section)"),
+        f"- Machine: {fmt_machine(doc['machine'])}",
+        f"- Versions: Python {v['python']}, Optuna {v['optuna']}, Ray {v['ray']}, PyTorch {v['torch']}, "
+        f"SQLAlchemy {v['sqlalchemy']}, PostgreSQL {v['postgresql']}",
+        f"- Benchmarks meeting every goal: {passed}/{len(benchmarks)}",
         "",
-        "Absolute times are printed, not asserted: the machine is shared and noisy (the load average at each "
-        "benchmark's start is in its notes). hpo and its baseline always run in the same invocation, on the "
-        "same database server, one after the other; ratios are hpo / baseline.",
+        "Ratios are hpo / baseline. hpo and its baseline run in the same invocation, on the same database server "
+        "and the same Ray; where a row shows `[lo, hi] (n=N)`, the two ran N times, interleaved, the ratio is the "
+        "median of the N paired ratios with its 95% bootstrap confidence interval, and PASS/FAIL is decided on "
+        "that median. Absolute times are printed, not asserted: the load average at each benchmark's start is in "
+        "its notes.",
         "",
-        markdown_table(results),
+        markdown_table(benchmarks),
         "",
     ]
-    for r in results:
-        out += [f"## {r.key}: {r.title}", ""]
-        out += [f"- {note}" for note in r.notes]
-        missed = [row for row in r.rows if row.passed is False]
-        if missed:
-            out.append("- Goal missed: " + "; ".join(f"{row.metric} ({row.hpo}, goal {row.goal})" for row in missed))
-        out += [f"- Took {r.seconds:.0f} s.", ""]
+    for key, entry in benchmarks.items():
+        out += section(key, entry, doc["machine"])
     return "\n".join(out)
