@@ -34,7 +34,8 @@ class StudyStatus:
     epochs_budget: int  # what the finished and failed trials would have run without pruning or early stopping
     epochs_saved: int
     saved_fraction: float  # epochs_saved / epochs_budget (0 when there is no budget yet)
-    rows: list[TrialRow]
+    n_trials: int
+    rows: list[TrialRow]  # every trial by number, or (``limit``) the best first, bounded
     objectives: list[str] = field(default_factory=list)  # a multi-objective study's, primary first
     pareto: list[dict[str, Any]] = field(default_factory=list)  # its Pareto front: number, values, params
 
@@ -72,7 +73,9 @@ def summarize(
     *,
     objectives: Sequence[str] = (),
     front: Sequence[FrozenTrial] = (),
+    limit: int | None = None,
 ) -> StudyStatus:
+    """The status of ``trials``; ``limit``: only that many rows, the best first (as ``best_first`` orders them)."""
     rows = [trial_row(t) for t in sorted(trials, key=lambda t: t.number)]
     done = [r for r in rows if r.state in ("COMPLETE", "PRUNED", "FAIL")]
     budget = sum(r.max_epochs or r.epochs_run for r in done)
@@ -89,10 +92,20 @@ def summarize(
         epochs_budget=budget,
         epochs_saved=max(0, budget - run),
         saved_fraction=(max(0, budget - run) / budget) if budget else 0.0,
-        rows=rows,
+        n_trials=len(rows),
+        rows=rows if limit is None else best_first(rows, direction)[:limit],
         objectives=list(objectives) if len(objectives) > 1 else [],
         pareto=[
             {"number": t.number, "values": dict(zip(objectives, t.values or [], strict=False)), "params": t.params}
             for t in front
         ],
+    )
+
+
+def best_first(rows: Sequence[TrialRow], direction: str) -> list[TrialRow]:
+    """Rows with a value first, the best first; ties and rows without a value by number (what ``hpo status``
+    shows, and the order of ``queries.top_trial_ids``)."""
+    return sorted(
+        sorted(rows, key=lambda r: r.number),
+        key=lambda r: (r.value is None, -(r.value or 0) if direction == "maximize" else (r.value or 0)),
     )
