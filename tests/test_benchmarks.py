@@ -1,6 +1,6 @@
 """The benchmark suite's quick pass (``python -m benchmarks --quick`` sizes) as a CI gate: hpo must not be
-more than 2x slower than its baseline on P1 and P2, and a sweep must never hold more than 4 PostgreSQL
-connections (P4). Absolute times are not asserted: CI machines are shared and noisy."""
+more than 2x slower than its baseline on P1 and P2 (P4's connection gate is in tests/test_bench_p4.py).
+Absolute times are not asserted: CI machines are shared and noisy."""
 
 from __future__ import annotations
 
@@ -42,20 +42,12 @@ def test_p2_control_plane_cost_per_trial(pg_server: str) -> None:
     from benchmarks import p2_control_plane
 
     result = p2_control_plane.run(pg_server, quick=True)
+    (row,) = result.rows
+    assert row.comparison is not None and row.comparison.repeats == 3
+    assert result.raw["ratio"] == row.comparison.ratio  # the median of the paired ratios
     assert math.isfinite(result.raw["ratio"])
     assert result.raw["ratio"] <= 2.0, _explain(result)
-
-
-@pytest.mark.postgres
-@pytest.mark.usefixtures("ray_local")
-def test_p4_connections_stay_bounded(pg_server: str) -> None:
-    from benchmarks import p4_connections
-
-    result = p4_connections.run(pg_server, quick=True)
-    assert set(result.raw["hpo"]) == {2, 8}
-    for parallel, peak in result.raw["hpo"].items():
-        assert 1 <= peak <= 4, (parallel, _explain(result))
-    assert result.raw["stock_parallel_2"] > 4, "the baseline should show the problem hpo avoids"
+    assert result.baselines["optuna_study_optimize"]["pruner"]["n_warmup_steps"] == 2
 
 
 @pytest.mark.postgres
