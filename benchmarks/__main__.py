@@ -170,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     keys = parse_only(args.only, args.quick)
     logging.getLogger("ray").setLevel(logging.ERROR)
     dates: dict[str, str] = {}
+    started = results_json.git_state()  # the code that runs; the run is dirty if it changes meanwhile
     results = run_all(keys, quick=args.quick, dates=dates)
     print()
     print(text_table(results))
@@ -189,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             admin_url=PG_ADMIN,
             dates=dates,
             previous=results_json.load(json_path) if merge_into else None,
+            started=started,
         )
         if merge_into:
             results_json.write(doc, json_path)

@@ -136,9 +136,10 @@ def run(admin_url: str, quick: bool = False) -> Result:
             comparison=comparison,
         )
     )
+    pruner_args = ", ".join(f"{k}={v}" for k, v in pruner.items())
     result.notes += [
         f"{n_trials} trials each side per run, {repeats} runs each, hpo and stock interleaved; parallel 1, hpo's "
-        f"default 5-param space, TPE seed {cfg.study.sampler.seed}, MedianPruner({pruner}); every trial makes 20 "
+        f"default 5-param space, TPE seed {cfg.study.sampler.seed}, MedianPruner({pruner_args}); every trial makes 20 "
         "report + prune-decision round trips and completes (the prune answer is read and ignored on both sides, "
         "so the work is identical).",
         "Steady state: from a run's first trial's end to its last one's, over the trials in between; excluded are "

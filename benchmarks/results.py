@@ -129,10 +129,16 @@ def document(
     dates: Mapping[str, str],
     previous: Mapping[str, Any] | None = None,
     repo: Path = REPO,
+    started: tuple[str, bool] | None = None,
 ) -> dict[str, Any]:
     """The BENCHMARKS.json document for ``results`` (``dates``: each benchmark's start), merged into
-    ``previous``: its other benchmarks are kept as they were, with their own commits and dates."""
-    sha, dirty = git_state(repo)
+    ``previous``: its other benchmarks are kept as they were, with their own commits and dates.
+
+    ``started`` is ``git_state`` when the run began: the commit is that one, and the run is dirty if the
+    tree was dirty then or changed while it ran (HEAD moved, files edited)."""
+    sha, dirty = now_state = git_state(repo)
+    if started is not None:
+        sha, dirty = started[0], started[1] or started != now_state
     here = machine()
     merged = dict((previous or {}).get("benchmarks", {}))
     for r in results:

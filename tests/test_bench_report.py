@@ -117,7 +117,12 @@ def _git_repo(path: Path) -> Path:
     return path
 
 
-def _doc(results_: list[Result], repo: Path, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+def _doc(
+    results_: list[Result],
+    repo: Path,
+    previous: dict[str, Any] | None = None,
+    started: tuple[str, bool] | None = None,
+) -> dict[str, Any]:
     return results.document(
         results_,
         quick=False,
@@ -126,6 +131,7 @@ def _doc(results_: list[Result], repo: Path, previous: dict[str, Any] | None = N
         dates={r.key: "2026-11-30T10:00:00+00:00" for r in results_},
         previous=previous,
         repo=repo,
+        started=started,
     )
 
 
@@ -140,6 +146,19 @@ def test_git_state_any_change_is_dirty(tmp_path: Path) -> None:
     (repo / "runs" / "new.txt").write_text("untracked\n")
     assert results.git_state(repo) == (head, True)
     assert results.git_state(tmp_path / "nowhere") == ("unknown", True)
+
+
+def test_a_tree_that_changes_while_the_benchmarks_run_makes_the_run_dirty(tmp_path: Path) -> None:
+    repo = _git_repo(tmp_path)
+    started = results.git_state(repo)
+    assert _doc([_result("P1")], repo, started=started)["dirty"] is False
+    (repo / "a.txt").write_text("edited mid-run\n")
+    doc = _doc([_result("P1")], repo, started=started)
+    assert doc["dirty"] is True and doc["benchmarks"]["P1"]["dirty"] is True
+    (repo / "a.txt").write_text("a\n")
+    subprocess.run(["git", "commit", "-q", "--allow-empty", "-m", "moved"], cwd=repo, check=True)
+    doc = _doc([_result("P1")], repo, started=started)  # clean again, but HEAD is not the commit that ran
+    assert doc["git_sha"] == started[0] and doc["dirty"] is True
 
 
 def test_document_fields_and_json_round_trip(tmp_path: Path) -> None:
