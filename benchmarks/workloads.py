@@ -7,11 +7,13 @@ baselines their objective values, so hpo and its baseline see identical numbers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -74,20 +76,68 @@ def sleep_epochs(
     return {"status": "completed", "best_metrics": {"val_acc": best}, "epochs_run": epochs}
 
 
+@contextlib.contextmanager
+def first_step_clock() -> Iterator[dict[str, float]]:
+    """While the block runs, the wall-clock time (``time.time()``) of the first optimizer step taken in this
+    process goes into the yielded dict as ``first_step_at``. A global torch hook, removed afterwards: the
+    clock stops after the step's update, the moment training has actually begun (not when a batch is fetched)."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    clock: dict[str, float] = {}
+
+    def hook(optimizer: Any, args: Any, kwargs: Any) -> None:
+        clock.setdefault("first_step_at", time.time())
+
+    handle = register_optimizer_step_post_hook(hook)
+    try:
+        yield clock
+    finally:
+        handle.remove()
+
+
 def timed_fit(
     config: dict[str, Any], reporter: Reporter, checkpoint_dir: str, *, num_threads: int | None
 ) -> dict[str, Any]:
-    """P7: hpo's real training workload, plus a file in the trial's folder saying when the workload was
-    entered, when the first batch trained and in which process (the sweep keeps only a summary)."""
+    """P7: hpo's real training workload (``train_workload``: ``trials.fit``), plus a file in the trial's folder
+    saying in which process it ran, when the workload was entered, when its first batch was fetched, when its
+    first optimizer step was taken and when it returned (the sweep keeps only a summary). Ray Tune's trainable
+    (``tune_fit``) runs this same function."""
     from hpo.cluster.worker import train_workload
 
     entered = time.time()
-    summary = train_workload(config, reporter, checkpoint_dir, num_threads=num_threads)
-    timing = {"entered_at": entered, "first_batch_at": summary["timings"].get("first_batch_at"), "pid": os.getpid()}
+    with first_step_clock() as clock:
+        summary = train_workload(config, reporter, checkpoint_dir, num_threads=num_threads)
+    timing = {
+        "pid": os.getpid(),
+        "entered_at": entered,
+        "first_batch_at": summary.get("timings", {}).get("first_batch_at"),
+        "first_step_at": clock.get("first_step_at"),
+        "exited_at": time.time(),
+    }
+    Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
     Path(checkpoint_dir, TIMING_FILE).write_text(json.dumps(timing))
     return summary
 
 
-def read_timing(checkpoint_dir: str) -> dict[str, Any] | None:
-    path = Path(checkpoint_dir, TIMING_FILE)
-    return json.loads(path.read_text()) if path.is_file() else None
+def tune_fit(config: dict[str, Any]) -> None:
+    """P7's Ray Tune trainable: one trial's full training config (``config["train"]``) through ``timed_fit``,
+    each epoch reported to Tune with ``tune.report``; it never asks to stop (ASHA off, like hpo's pruner)."""
+    from ray import tune
+
+    def reporter(epoch: int, metrics: Mapping[str, float]) -> str:
+        tune.report({"epoch": epoch, **{k: float(v) for k, v in metrics.items()}})
+        return "continue"
+
+    folder = Path(config["checkpoint_root"], f"trial-{uuid.uuid4().hex[:10]}")
+    timed_fit(dict(config["train"]), reporter, str(folder), num_threads=int(config["num_threads"]))
+
+
+def tune_sleep(config: dict[str, Any]) -> dict[str, float]:
+    """P3's Ray Tune trainable: the same sleep and value as ``sleep_once``."""
+    time.sleep(SLEEP_SECONDS)
+    return {"val_acc": curve(config, 1)}
+
+
+def read_timings(root: str | Path) -> list[dict[str, Any]]:
+    """Every ``timed_fit`` record under ``root`` (a sweep's checkpoint folders, or Tune's)."""
+    return [json.loads(p.read_text()) for p in sorted(Path(root).rglob(TIMING_FILE))]
