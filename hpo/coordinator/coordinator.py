@@ -27,6 +27,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo import study as studies
+from hpo.coordinator import reads
 from hpo.coordinator.messages import Asked, FailureKind, Outcome, Told
 from hpo.coordinator.pruning import PrunerState
 from hpo.coordinator.sampling import LearnsFromGpuMemory
@@ -70,8 +71,9 @@ class Coordinator:
             self.connect()
 
     def connect(self) -> bool:
-        """Open the storage (one bounded pool), load the study and the pruner's state from its trials, and
-        renew the sweep's lease: False when another sweep has taken it (see ``heartbeat``)."""
+        """Open the storage (one bounded pool), load the study and the pruner's state from its trials (only
+        what the pruner reads: ``hpo.coordinator.reads``), and renew the sweep's lease: False when another
+        sweep has taken it (see ``heartbeat``)."""
         s = self.settings
         # the driver created the schema and checked its version just before
         self._storage = self._retry(lambda: open_storage(s.storage_url, create_schema=False, check_version=False))
@@ -88,16 +90,30 @@ class Coordinator:
         )
         self._writes = Writes(self._study._storage)
         if s.rule is not None:
-            loads = s.rule.loads
-            states = None if loads is None else tuple(TrialState[name] for name in loads)
-            self._pruner = s.rule.new_state(s.direction, s.study_name)
-            trials = self._retry(lambda: self._study.get_trials(deepcopy=False, states=states))
-            self._pruner.load([studies.with_curve(t) for t in trials] if s.multi_objective else trials)
+            self._retry(self._load_pruner)
         return self.heartbeat()
+
+    def _load_pruner(self) -> None:
+        """A new pruner state loaded from the study: on a database, from only the columns and rows it reads
+        (``hpo.coordinator.reads``); elsewhere (a storage without an engine) from Optuna's trials."""
+        s, study = self.settings, self._study
+        assert s.rule is not None
+        self._pruner = state = s.rule.new_state(s.direction, s.study_name)
+        engine = getattr(getattr(study._storage, "_backend", None), "engine", None)
+        if engine is not None:
+            reads.load_state(state, engine, study._study_id, s.rule, multi_objective=s.multi_objective)
+            return
+        states = None if s.rule.loads is None else tuple(TrialState[name] for name in s.rule.loads)
+        trials = study.get_trials(deepcopy=False, states=states)
+        state.load([studies.with_curve(t) for t in trials] if s.multi_objective else trials)
 
     # ----------------------------------------------------------------------------------------------
     def ask(self) -> Asked:
-        """A new trial (an enqueued one first) with params from the sampler, and its full training config."""
+        """A new trial (an enqueued one first) with params from the sampler, and its full training config.
+        The first one reads the whole study into the storage's cache (Optuna does, for the waiting trials and
+        the sampler): by plain SQL (``reads.fill_trial_cache``), not at start."""
+        study = self._study
+        self._retry(lambda: reads.fill_trial_cache(study._storage, study._study_id))
         trial_id = self._create(uuid.uuid4().hex, params=None, existing=False)
         trial = self._retry(lambda: optuna.Trial(self._study, trial_id))
         s = self.settings

@@ -12,7 +12,8 @@ through a real study, for each type.
 The interface the coordinator uses, the same for every type::
 
     state = rule.new_state(direction, study_name)
-    state.load(trials)                    # at connect: the study's trials in ``rule.loads`` states
+    state.load(trials)                    # at connect: the study's trials in ``rule.loads`` states, with
+                                          # what ``rule.reads`` names (``hpo.coordinator.reads``)
     decision = state.report(number, values)   # each reported value: prune? and system attrs to write
     state.finished(number, state_name, values)  # the trial was told its final state
 """
@@ -29,9 +30,13 @@ from typing import Any, ClassVar, Literal, Protocol
 
 Direction = str  # "maximize" | "minimize"
 Resource = int | Literal["auto"]
+#: What a state loads of each trial: all its intermediate values, or (rung-based rules) only its rung attrs
+#: and, for a COMPLETE trial, its last step.
+Reads = Literal["values", "last_step"]
 
 #: Optuna's trial system attr for a trial's value where it completed rung ``i`` (successive halving, Hyperband).
 RUNG_KEY = "completed_rung_{}"
+RUNG_PREFIX = "completed_rung_"
 _RUNG_KEY = re.compile(r"^completed_rung_(\d+)$")
 _FINISHED = ("COMPLETE", "PRUNED", "FAIL")
 
@@ -161,6 +166,8 @@ class _StepRule(_Rule):
     n_min_trials: int = 1
 
     loads: ClassVar[tuple[str, ...] | None] = ("COMPLETE",)
+    #: what ``load`` reads of those trials: every intermediate value
+    reads: ClassVar[Reads] = "values"
 
     def new_state(self, direction: Direction, study_name: str = "") -> PercentileState:
         return PercentileState(self, direction)  # type: ignore[arg-type]
@@ -214,6 +221,12 @@ class StepStatistics:
                 self._sorted.setdefault(step, []).append(value)
         for values in self._sorted.values():
             values.sort()
+
+    @classmethod
+    def from_sorted(cls, n_trials: int, counts: Mapping[int, int], values: Mapping[int, list[float]]) -> StepStatistics:
+        """The statistics of ``n_trials`` COMPLETE trials given per step: how many values each step has (NaN
+        included) and its non-NaN values, ascending (as a database sorts them: no per-trial pass)."""
+        return cls(n_trials, {step: values.get(step, []) for step in counts}, dict(counts))
 
     def _count(self, intermediate_values: Mapping[int, float]) -> Iterator[tuple[int, float]]:
         """Count the trial and its value at each step; yields the (step, value) pairs to keep (not NaN)."""
@@ -333,6 +346,8 @@ class SuccessiveHalvingRule(_Rule):
     kind: ClassVar[str] = "successive_halving"
     OPTUNA: ClassVar[str] = "SuccessiveHalvingPruner"
     loads: ClassVar[tuple[str, ...] | None] = None  # every trial: each one's rungs count
+    #: what ``load`` reads: each trial's rung attrs, and the last step of the COMPLETE ones (for "auto")
+    reads: ClassVar[Reads] = "last_step"
 
     def new_state(self, direction: Direction, study_name: str = "") -> SuccessiveHalvingState:
         return SuccessiveHalvingState(self, direction)
@@ -351,6 +366,7 @@ class HyperbandRule(_Rule):
     kind: ClassVar[str] = "hyperband"
     OPTUNA: ClassVar[str] = "HyperbandPruner"
     loads: ClassVar[tuple[str, ...] | None] = None
+    reads: ClassVar[Reads] = "last_step"
 
     def new_state(self, direction: Direction, study_name: str = "") -> HyperbandState:
         return HyperbandState(self, direction, study_name)
