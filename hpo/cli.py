@@ -206,7 +206,9 @@ def status(
     study: StudyOpt,
     storage: StorageOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
-    limit: Annotated[int, typer.Option("--limit", help="Show at most this many trials (best first); 0 = all.")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", help="Show at most this many trials (best first; --json too); 0 = all.")
+    ] = 50,
 ) -> None:
     """Trials by state, the best trial, and the compute pruning and early stopping saved.
 
@@ -214,7 +216,7 @@ def status(
     """
     from hpo.views.studies import study_status
 
-    st = study_status(_storage(storage), study)
+    st = study_status(_storage(storage), study, limit=limit if limit > 0 else None)
     if as_json:
         print(json.dumps(st.to_dict(), indent=2, default=str))
         return
@@ -229,7 +231,8 @@ def _print_status(st: Any, limit: int) -> None:
         st.rows, key=lambda r: (r.value is None, -(r.value or 0) if st.direction == "maximize" else (r.value or 0))
     )
     shown = rows if limit <= 0 else rows[:limit]
-    table = Table(title=f"study {st.study}: {len(st.rows)} trials", title_justify="left")
+    more = f", the best {len(shown)} shown" if len(shown) < st.n_trials else ""
+    table = Table(title=f"study {st.study}: {st.n_trials} trials{more}", title_justify="left")
     for col in ("#", "state", st.metric, "epochs", "duration", "params"):
         table.add_column(col, justify="right" if col in ("#", st.metric, "epochs", "duration") else "left")
     for r in shown:

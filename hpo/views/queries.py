@@ -281,6 +281,12 @@ def _curve_lengths(conn: sa.Connection, trial_ids: Sequence[int]) -> dict[int, i
 # Bounded lists
 
 
+def trial_numbers(conn: sa.Connection, study: int) -> list[tuple[int, int]]:
+    """(trial_id, number) of every trial of ``study``, by number."""
+    q = sa.select(_trials.c.trial_id, _trials.c.number).where(_trials.c.study_id == study).order_by(_trials.c.number)
+    return [(int(tid), int(n)) for tid, n in conn.execute(q)]
+
+
 def top_trial_ids(conn: sa.Connection, study: int, direction: str, limit: int | None) -> list[int]:
     """The trials with the best primary values first (ties and trials without a value by number), any state:
     the order of ``hpo status``'s table, by one ``ORDER BY ... LIMIT``."""

@@ -15,7 +15,7 @@ import functools
 import math
 import re
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,10 @@ import hpo
 from hpo import files
 from hpo import study as studies
 from hpo.progress import format_duration
+from hpo.ranking import better, primary, ranks
+from hpo.views import queries
 from hpo.views.status import StudyStatus, summarize
+from hpo.views.studies import status_from_sql
 from storage import opened, strip_password
 
 #: A multi-objective study's first plot section.
@@ -113,39 +116,191 @@ class Plot:
     note: str | None = None
 
 
+#: Up to this many trials the report draws every trial and lists every one; past it, a sample (below).
+PLOT_ALL = 300
+#: Past PLOT_ALL, the plots draw this many trials: the best ``PLOT_BEST`` (and a multi-objective study's
+#: Pareto front), the rest spread evenly over the others by number; at most ``CURVES`` learning curves.
+PLOT_SAMPLE = 300
+PLOT_BEST = 100
+CURVES = 100
+#: Past this many trials, the trial table lists the best ``TABLE_ROWS`` only (``hpo status --limit 0`` lists all).
+TABLE_ALL = 300
+TABLE_ROWS = 200
+
+
 def write_report(storage_url: str, study_name: str, output: str | Path) -> Path:
     """Write the report on ``study_name`` to ``output`` (atomically) and return its path.
 
     The study must exist (``StudyNotFoundError`` otherwise); a study with no finished trial still gets
-    a report, with notes where a plot has nothing to show.
+    a report, with notes where a plot has nothing to show. A large study (past ``PLOT_ALL`` trials) is
+    read by SQL (``hpo.views.queries``) and drawn from a sample its page names.
     """
     with opened(storage_url) as storage:
         study = studies.load(storage, study_name)
         metric = str(study.user_attrs.get(studies.ATTR_METRIC, "value"))
-        direction = studies.primary_direction(study)
-        trials = study.get_trials(deepcopy=False)
-        plots = build_plots(study, metric)
         verification = verification_of(study.user_attrs.get(studies.ATTR_VERIFY))
-        objectives, front = studies.objectives(study), studies.pareto_front(study)
-    status = summarize(study_name, metric, direction, trials, objectives=objectives, front=front)
-    best = studies.select_best(trials, direction)
+        engine = queries.engine_of(storage)
+        if engine is None:
+            trials = study.get_trials(deepcopy=False)
+            status = summarize(
+                study_name,
+                metric,
+                studies.primary_direction(study),
+                trials,
+                objectives=studies.objectives(study),
+                front=studies.pareto_front(study),
+            )
+            plots, sampled = build_plots(study, metric), None
+            best = None if status.best is None else next(t for t in trials if t.number == status.best["number"])
+            config = None if best is None else studies.trial_train_config(best)
+        else:
+            with engine.connect() as conn:
+                status, plots, sampled = _from_sql(conn, study, metric)
     page = render(
         status=status,
-        trials=trials,
-        best=best,
         plots=plots,
         source=strip_password(storage_url),
         generated=dt.datetime.now(dt.timezone.utc),
         verification=verification,
+        best_config=sampled.best_config if sampled else config,
+        sample_note=sampled.note if sampled else None,
     )
     return files.write_atomic(output, page)
 
 
-def build_plots(study: optuna.Study, metric: str) -> list[Plot]:
-    """Optuna's plots of ``study`` (plotly), each as an HTML fragment without plotly.js, or a note."""
+@dataclass(frozen=True)
+class Sampled:
+    """What a report drew from: the note saying so (None: every trial) and the best trial's config."""
+
+    note: str | None
+    best_config: dict[str, Any] | None
+
+
+def _from_sql(conn: Any, study: optuna.Study, metric: str) -> tuple[StudyStatus, list[Plot], Sampled]:
+    sid = study._study_id
+    direction = studies.primary_direction(study)
+    pairs = queries.trial_numbers(conn, sid)  # (trial_id, number) by number
+    ids = [tid for tid, _ in pairs]
+    status = status_from_sql(conn, study, limit=None if len(ids) <= TABLE_ALL else TABLE_ROWS)
+    if len(ids) <= TABLE_ALL:  # every trial, listed by number
+        status = dataclasses.replace(status, rows=sorted(status.rows, key=lambda r: r.number))
+    best = queries.best_trial(conn, sid, direction)
+    if len(ids) <= PLOT_ALL:
+        chosen, note = ids, None
+    else:
+        top = queries.top_trial_ids(conn, sid, direction, PLOT_BEST)
+        numbers = {p["number"] for p in status.pareto}
+        front = [tid for tid, number in pairs if number in numbers]
+        chosen = sample_ids(ids, [*([best[0]] if best else []), *top, *front], PLOT_SAMPLE)
+        note = (
+            f"This study has {len(ids):,} trials: the plots draw {len(chosen):,} of them, the {PLOT_BEST} with the "
+            f"best {metric}{' and the Pareto front' if front else ''} and the rest spread evenly over the others by "
+            f"trial number; the learning curves {min(CURVES, len(chosen))} of those, and the parameter importances "
+            f"are estimated from the same {len(chosen):,} trials. The summary, the best trial and the counts are over "
+            f"all {len(ids):,} trials, and so is the optimization history's best-value line."
+        )
+    # the sample (or, drawing every trial, just the best) through Optuna's own loader, filtered by id: ids up
+    # to the study's last one, and none after it (``_get_trials`` reads ``id IN (...) OR id > last``)
+    wanted = set(chosen) if note is not None else {best[0]} if best else set()
+    rdb: Any = getattr(study._storage, "_backend", study._storage)  # under Optuna's cache
+    loaded = rdb._get_trials(sid, None, wanted, max(ids)) if wanted else []
+    trials = sorted((t for t in loaded if t._trial_id in wanted), key=lambda t: t.number)
+    best_trial = None if best is None else next((t for t in trials if t._trial_id == best[0]), None)
+    config = None if best_trial is None else studies.trial_train_config(best_trial)
+    if note is None:
+        return status, build_plots(study, metric), Sampled(None, config)
+    curves = SampledStudy(study, sample_trials(trials, [t for t in top if t in wanted], CURVES))
+    plots = build_plots(SampledStudy(study, trials), metric, curve_study=curves)
+    points = [nv for nv in queries.complete_values(conn, sid, 1).values() if math.isfinite(nv[1][0])]
+    history = _history(trials, sorted((n, v[0]) for n, v in points), direction, metric)
+    plots = [_compact(history if p.key == "history" else p) for p in plots]
+    return status, plots, Sampled(note, config)
+
+
+_LONG_NUMBER = re.compile(r"(?<![\w.])-?\d+\.\d{7,}(?:e[-+]?\d+)?")
+
+
+def _compact(plot: Plot) -> Plot:
+    """A sampled study's figure with its numbers to 6 significant digits (plotly writes 17: a third of the
+    page's bytes past plotly.js, for no visible difference)."""
+    if plot.html is None:
+        return plot
+    return dataclasses.replace(plot, html=_LONG_NUMBER.sub(lambda m: f"{float(m[0]):.6g}", plot.html))
+
+
+def _history(sample: Sequence[FrozenTrial], every: Sequence[tuple[int, float]], direction: str, metric: str) -> Plot:
+    """The optimization history of a sampled study: the sample's values as points, and the best value so far
+    over every trial (``every``: (number, value) of each COMPLETE trial) as a step line through its changes.
+    (Optuna's own plot indexes values by trial number, so it cannot draw a sample.)"""
+    import plotly.graph_objects as go
+
+    key, heading = PLOTS[0]
+    if not every:
+        return Plot(key, heading, note="Left out: needs a COMPLETE trial (this study has 0).")
+    xs: list[int] = []
+    ys: list[float] = []
+    for number, value in every:
+        if not ys or better(value, ys[-1], direction):
+            xs.append(number)
+            ys.append(value)
+    xs.append(every[-1][0])
+    ys.append(ys[-1])
+    done = [t for t in sample if t.state == TrialState.COMPLETE and ranks(primary(t))]
+    fig = go.Figure(
+        [
+            go.Scatter(x=[t.number for t in done], y=[primary(t) for t in done], mode="markers", name=metric),
+            go.Scatter(x=xs, y=ys, mode="lines", line_shape="hv", name="Best value (all trials)"),
+        ]
+    )
+    fig.update_layout(
+        title="Optimization History Plot",
+        xaxis_title="Trial",
+        yaxis_title=metric,
+        height=460,
+        margin={"t": 60, "l": 60, "r": 30, "b": 50},
+    )
+    return Plot(key, heading, html=_fragment(fig, key))
+
+
+def sample_ids(ids: Sequence[int], keep: Sequence[int], n: int) -> list[int]:
+    """``keep`` (in that order, without repeats) and then ``ids`` spread evenly over the rest, ``n`` in all
+    (more when ``keep`` alone is more). Deterministic: the same study, the same sample."""
+    out = list(dict.fromkeys(keep))
+    taken = set(out)
+    rest = [i for i in ids if i not in taken]
+    k = max(0, n - len(out))
+    if k and rest:
+        step = len(rest) / k
+        out += list(dict.fromkeys(rest[int(j * step)] for j in range(min(k, len(rest)))))
+    return out
+
+
+def sample_trials(trials: Sequence[FrozenTrial], first: Sequence[int], n: int) -> list[FrozenTrial]:
+    """``n`` of ``trials``: those whose trial ids are in ``first`` (half of ``n`` at most), the rest spread."""
+    by_id = {t._trial_id: t for t in trials}
+    chosen = sample_ids([t._trial_id for t in trials], list(first)[: n // 2], n)
+    return sorted((by_id[i] for i in chosen), key=lambda t: t.number)
+
+
+class SampledStudy(optuna.Study):
+    """A study whose trials are a sample of another's (for Optuna's plots): its name, directions and user attrs
+    come from the database, its trials from the sample."""
+
+    def __init__(self, study: optuna.Study, trials: Sequence[FrozenTrial]) -> None:
+        super().__init__(study_name=study.study_name, storage=study._storage)
+        self._sample = list(trials)
+
+    def get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+        return [t for t in self._sample if states is None or t.state in states]
+
+
+def build_plots(study: optuna.Study, metric: str, *, curve_study: optuna.Study | None = None) -> list[Plot]:
+    """Optuna's plots of ``study`` (plotly), each as an HTML fragment without plotly.js, or a note; the
+    learning curves those of ``curve_study`` (a smaller sample of a large study) when given."""
     from optuna import visualization as vis
 
     trials = study.get_trials(deepcopy=False)
+    curve_study = curve_study or study
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     with_params = [t for t in complete if t.params]
     curves = [t for t in trials if t.intermediate_values and t.state != TrialState.FAIL]
@@ -172,7 +327,7 @@ def build_plots(study: optuna.Study, metric: str) -> list[Plot]:
         ),
         "intermediate": (
             None if curves else "no trial reported intermediate values",
-            lambda: _mark_pruned(vis.plot_intermediate_values(study), trials),
+            lambda: _mark_pruned(vis.plot_intermediate_values(curve_study), trials),
         ),
         "importance": (
             None
@@ -204,14 +359,19 @@ def build_plots(study: optuna.Study, metric: str) -> list[Plot]:
             plots.append(Plot(key, heading, note=f"Left out: Optuna could not draw it ({reason})."))
             continue
         fig.update_layout(height=460, margin={"t": 60, "l": 60, "r": 30, "b": 50})
-        fragment = fig.to_html(
+        plots.append(Plot(key, heading, html=_fragment(fig, key)))
+    return plots
+
+
+def _fragment(fig: Any, key: str) -> str:
+    return str(
+        fig.to_html(
             full_html=False,
             include_plotlyjs=False,
             div_id=f"plot-{key}",
             config={"displaylogo": False, "responsive": True},
         )
-        plots.append(Plot(key, heading, html=fragment))
-    return plots
+    )
 
 
 def _mark_pruned(fig: Any, trials: Sequence[FrozenTrial]) -> Any:
@@ -259,12 +419,12 @@ def _templates() -> jinja2.Environment:
 def render(
     *,
     status: StudyStatus,
-    trials: Sequence[FrozenTrial],
-    best: FrozenTrial | None,
     plots: Sequence[Plot],
     source: str,
     generated: dt.datetime,
     verification: Verification | None = None,
+    best_config: dict[str, Any] | None = None,
+    sample_note: str | None = None,
 ) -> str:
     """The report page (``templates/report_page.html``, autoescaped); plotly.js is inlined once.
 
@@ -275,20 +435,20 @@ def render(
     # The only Markup on the page, on purpose: plotly's own output (see the docstring).
     plotly = [dataclasses.replace(p, html=Markup(p.html)) if p.html is not None else p for p in plots]
     counts = status.counts
-    config = None if best is None else studies.trial_train_config(best)
     template = _templates().get_template("report_page.html")
     return template.render(
         version=hpo.__version__,
         title=f"hpo report: {status.study}",
         plotly_js=Markup(_plotly_js()) if any(p.html for p in plots) else None,
         status=status,
-        n_trials=len(trials),
+        n_trials=status.n_trials,
         source=source,
         generated=generated.strftime("%Y-%m-%d %H:%M UTC"),
         by_state=", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n) or "none yet",
         ended=sum(counts.get(s, 0) for s in ("COMPLETE", "PRUNED", "FAIL")),
-        best=best,
-        best_config=None if config is None else files.dumps(config),
+        best=status.best,
+        best_config=None if best_config is None else files.dumps(best_config),
+        sample_note=sample_note,
         plots=plotly,
         verification=verification,
     )
