@@ -34,10 +34,18 @@ class _Model(BaseModel):
 
 
 class SamplerConfig(_Model):
-    """Optuna sampler: tpe (default), random, cmaes, gp or qmc, with an optional seed."""
+    """Optuna sampler: tpe (default), random, cmaes, gp or qmc, with an optional seed. TPE's random start-up
+    trials (``n_startup_trials``) default to a fifth of ``study.n_trials``, at least 4 and at most 10."""
 
     name: Literal["tpe", "random", "cmaes", "gp", "qmc"] = "tpe"
     seed: int | None = None
+    n_startup_trials: int | None = Field(None, ge=0, description="TPE only; default: n_trials / 5 within [4, 10]")
+
+    @model_validator(mode="after")
+    def _startup_only_for_tpe(self) -> SamplerConfig:
+        if self.n_startup_trials is not None and self.name != "tpe":
+            raise ValueError(f"n_startup_trials is a TPE setting; sampler {self.name!r} takes none")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -65,6 +73,14 @@ class StudyConfig(_Model):
     n_trials: int = Field(20, ge=1, le=1_000_000)
     timeout: float | None = Field(None, gt=0, description="stop launching trials after this many seconds")
     sampler: SamplerConfig = SamplerConfig()
+
+    @property
+    def startup_trials(self) -> int:
+        """TPE's random start-up trials for this study: as configured, else sized to ``n_trials``."""
+        from hpo.study import default_startup_trials
+
+        given = self.sampler.n_startup_trials
+        return default_startup_trials(self.n_trials) if given is None else given
 
     @field_validator("name")
     @classmethod

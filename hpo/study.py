@@ -44,18 +44,41 @@ ATTR_CURVE = "intermediate_values"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
+def default_startup_trials(n_trials: int | None) -> int:
+    """TPE's random start-up trials for a sweep of ``n_trials``: a fifth of the budget, at least 4 and at most
+    Optuna's 10 (``benchmarks/tune_defaults.py`` measured it; Optuna's fixed 10 leaves a 12-trial sweep
+    random search). Unknown budget: Optuna's 10."""
+    if n_trials is None:
+        return 10
+    return max(4, min(10, round(n_trials / 5)))
+
+
 def make_sampler(
-    name: str = "tpe", seed: int | None = None, *, parallel: int = 1, conditional: bool = False
+    name: str = "tpe",
+    seed: int | None = None,
+    *,
+    parallel: int = 1,
+    conditional: bool = False,
+    startup_trials: int | None = None,
 ) -> optuna.samplers.BaseSampler:
     """The Optuna sampler ``study.sampler`` names. Samplers are not stored in the database, so every process
-    that asks trials builds its own from the config (the coordinator gets plain values: no config model)."""
+    that asks trials builds its own from the config (the coordinator gets plain values: no config model).
+
+    TPE runs ``startup_trials`` random trials first (``default_startup_trials`` of the budget), then models the
+    parameters jointly (``multivariate``; ``group`` when a space has conditional parameters), with
+    ``constant_liar`` when trials run in parallel so that it does not propose again where trials are still
+    running. ``benchmarks/tune_defaults.py`` chose these by measurement (README, "How the defaults were chosen").
+    """
     s = optuna.samplers
     if name == "tpe":
-        # constant_liar keeps parallel TPE from proposing the same point for trials still running; a space
-        # with conditional parameters is modelled per group of parameters that occur together (group=True)
-        if conditional:
-            return s.TPESampler(seed=seed, constant_liar=parallel > 1, multivariate=True, group=True)
-        return s.TPESampler(seed=seed, constant_liar=parallel > 1)
+        startup = 10 if startup_trials is None else startup_trials
+        return s.TPESampler(
+            seed=seed,
+            n_startup_trials=startup,
+            multivariate=True,
+            group=conditional,
+            constant_liar=parallel > 1,
+        )
     if name == "random":
         return s.RandomSampler(seed=seed)
     if name == "qmc":

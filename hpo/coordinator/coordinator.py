@@ -83,7 +83,13 @@ class Coordinator:
                 study_name=s.study_name,
                 storage=self._storage,
                 sampler=LearnsFromGpuMemory(
-                    studies.make_sampler(s.sampler, s.seed, parallel=s.parallel, conditional=bool(s.conditions))
+                    studies.make_sampler(
+                        s.sampler,
+                        s.seed,
+                        parallel=s.parallel,
+                        conditional=bool(s.conditions),
+                        startup_trials=s.startup_trials,
+                    )
                 ),
                 pruner=pruner,  # type: ignore[arg-type]
             )

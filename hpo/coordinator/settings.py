@@ -30,6 +30,7 @@ class CoordinatorSettings:
     checkpoint_root: str
     sampler: str = "tpe"
     seed: int | None = None
+    startup_trials: int | None = None  # TPE's random start-up trials (None: Optuna's 10)
     rule: PrunerRule | None = None
     parallel: int = 1
     retry_timeout: float = 60.0
@@ -51,6 +52,7 @@ class CoordinatorSettings:
             checkpoint_root=checkpoint_root(cfg),
             sampler=cfg.study.sampler.name,
             seed=cfg.study.sampler.seed,
+            startup_trials=cfg.study.startup_trials,
             rule=cfg.pruner.rule(),
             parallel=parallel,
             retry_timeout=cfg.storage_options.retry_timeout,
