@@ -37,3 +37,27 @@ def test_status_best_is_optunas_best_trial(tmp_path: object) -> None:
     assert st.best is not None and (st.best["number"], st.best["value"]) == (best.number, best.value)
     assert st.best["params"] == best.params and st.n_trials == 500 and len(st.rows) == 10
     assert st.rows[0].number == best.number and st.epochs_run == 500 * p9_read_side.STEPS
+
+
+def test_a_large_study_is_reported_from_a_named_sample(tmp_path: object) -> None:
+    import html
+    import re
+
+    import optuna
+
+    from benchmarks import p9_read_side
+    from hpo import study as studies
+    from hpo.views import report
+
+    url = f"sqlite:///{tmp_path}/p9.db"
+    p9_read_side.build_study(url, 400)
+    page = report.write_report(url, p9_read_side.NAME, f"{tmp_path}/r.html").read_text(encoding="utf-8")
+    best = optuna.load_study(study_name=p9_read_side.NAME, storage=url).best_trial
+    note = re.search(r'id="sample-note">(.*?)</p>', page, re.S)
+    assert note is not None and "This study has 400 trials: the plots draw 300 of them" in html.unescape(note[1])
+    assert f"Best trial: trial {best.number}" in page and "The best 200 of 400 trials" in page
+    assert page.count("Plotly.newPlot(") == len(report.PLOTS) and "Left out" not in page
+    assert "Best value (all trials)" in page  # hpo's own history plot: its best line is over all 400
+    pre = re.search(r'<section id="best-config">.*?<pre>(.*?)</pre>', page, re.S)
+    assert pre is not None and studies.trial_train_config(best) is not None
+    assert f"lr: {best.params['lr']}" in html.unescape(pre[1]) or str(best.params["lr"])[:8] in pre[1]
