@@ -23,6 +23,9 @@ SchedulerName = Literal["cosine", "none"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 MetricName = Literal["val_acc", "val_loss"]
 OnBadImage = Literal["error", "skip"]
+#: DataLoader worker processes: a count, or ``auto`` (``resolve_num_workers``: follow the trial's CPUs).
+NumWorkers = int | Literal["auto"]
+MAX_NUM_WORKERS = 256
 
 # pydantic validates these stdlib dataclasses when ``hpo`` loads YAML; unknown keys must be rejected.
 _PYDANTIC = {"extra": "forbid"}
@@ -169,7 +172,7 @@ class TrainConfig:
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     seed: int = 0
     device: DeviceName = "auto"
-    num_workers: int = 0
+    num_workers: NumWorkers = "auto"  # DataLoader workers; auto follows the trial CPUs (data.resolve_num_workers)
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     latency_batch: int = 0  # > 0: measure latency_ms, the median forward time of a batch this size, after training
 
@@ -240,10 +243,15 @@ class TrainConfig:
             "must be > 0 and <= 100",
         )
         _check(
-            isinstance(self.num_workers, int) and 0 <= self.num_workers <= 256,
+            self.num_workers == "auto"
+            or (
+                isinstance(self.num_workers, int)
+                and not isinstance(self.num_workers, bool)
+                and 0 <= self.num_workers <= MAX_NUM_WORKERS
+            ),
             "num_workers",
             self.num_workers,
-            "must be an integer between 0 and 256",
+            f"must be auto or an integer between 0 and {MAX_NUM_WORKERS}",
         )
 
     @property
@@ -329,6 +337,8 @@ def _check_type(name: str, value: Any, hint: Any) -> None:
     args = get_args(hint)
     if value is None:
         _check(type(None) in args, name, value, "must not be null")
+        return
+    if hint == NumWorkers:  # an int or "auto": __post_init__ checks it with one message for both
         return
     literals = [a for a in args if isinstance(a, str)]
     if literals:

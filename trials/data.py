@@ -78,6 +78,8 @@ _SEED_SPLIT, _SEED_TRAIN_SUBSET, _SEED_VAL_SUBSET, _SEED_TEST = 1, 2, 3, 4  # in
 #: UnidentifiedImageError), and ValueError, SyntaxError, EOFError or struct.error from some format plugins.
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError)
 _SHOWN_BAD = 3  # unreadable images named in the skip warning
+#: ``num_workers: auto`` never starts more DataLoader worker processes than this.
+MAX_AUTO_WORKERS = 8
 
 _log = logging.getLogger(__name__)
 
@@ -561,6 +563,33 @@ class ImageLoader:
             if isinstance(batch, Unreadable):
                 raise DataError(batch.message)
             yield batch
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def in_memory(dataset: Dataset[Any]) -> bool:
+    """Whether ``dataset``'s images are already decoded tensors in memory (digits): nothing to decode."""
+    return isinstance(dataset, ImageSubset) and isinstance(dataset.split.images, _TensorImages)
+
+
+def resolve_num_workers(setting: int | str, dataset: Dataset[Any], cpus: int | None = None) -> int:
+    """DataLoader worker processes for ``train.num_workers``: a number as it is; ``auto``: none when the trial
+    has one CPU (a worker would take it from the training step) or the images are tensors in memory already
+    (nothing to decode; workers would only copy them), else one per CPU of the trial but the one the training
+    loop runs on, at most ``MAX_AUTO_WORKERS``. ``cpus``: the trial's CPUs (Ray's for a sweep trial), by
+    default those of this process. Decoded-JPEG folders at 224 px need them to keep a GPU busy."""
+    if setting != "auto":
+        return int(setting)
+    n = available_cpus() if cpus is None else int(cpus)
+    if n <= 1 or in_memory(dataset):
+        return 0
+    return min(n - 1, MAX_AUTO_WORKERS)
 
 
 @dataclass(frozen=True)

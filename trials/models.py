@@ -10,6 +10,7 @@ are unchanged and ImageNet weights load as torchvision ships them.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import urllib.error
@@ -220,9 +221,7 @@ def _replace_head(model: nn.Module, num_classes: int, dropout: float) -> None:
 
 def _load_backbone(model: nn.Module, name: str, weights: str) -> None:
     path = Path(weights).expanduser()
-    obj = load_file(path)
-    state = state_dict_from(obj, path)
-    saved_for = obj.get("config", {}).get("model") if isinstance(obj, dict) else None
+    state, saved_for = _weights_file(path)
     prefix = head_path(model) + "."
     state = {k: v for k, v in state.items() if not k.startswith(prefix)}
     expected = {k: v for k, v in model.state_dict().items() if not k.startswith(prefix)}
@@ -236,6 +235,31 @@ def _load_backbone(model: nn.Module, name: str, weights: str) -> None:
             f"unexpected keys {_few(unexpected)}, wrong shapes {_few(wrong_shape)}"
         )
     model.load_state_dict(state, strict=False)
+
+
+def _weights_file(path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
+    """The state dict in weights file ``path`` and the model it was saved for (when the file says), read
+    once per process while the file is unchanged: a warm worker's later trials skip the read and unpickle.
+    ``load_state_dict`` copies out of the cached tensors, so no trial can change them."""
+    try:
+        stat = path.stat()
+    except OSError as e:
+        raise ModelError(f"weights file not found: {path}") from e
+    return _read_weights(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=2)
+def _read_weights(path: str, mtime_ns: int, size: int) -> tuple[dict[str, torch.Tensor], str | None]:
+    # (mtime_ns, size) are part of the key only: a rewritten file is read again. Errors are not cached.
+    obj = load_file(path)
+    state = state_dict_from(obj, path)
+    saved_for = obj.get("config", {}).get("model") if isinstance(obj, dict) else None
+    return state, saved_for
+
+
+def clear_weights_cache() -> None:
+    """Forget the weights files read in this process."""
+    _read_weights.cache_clear()
 
 
 def _few(keys: list[str], n: int = 5) -> str:

@@ -18,7 +18,7 @@ import math
 import random
 import statistics
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,7 +37,7 @@ from trials.checkpoint import (
     set_rng_state,
 )
 from trials.config import TrainConfig
-from trials.data import ImageLoader, load_data, load_test
+from trials.data import ImageLoader, load_data, load_test, resolve_num_workers
 from trials.errors import TrainConfigError, one_line
 from trials.models import backbone_modules, build_model, split_parameters
 from trials.paths import CHECKPOINT_NAME
@@ -101,12 +101,14 @@ def train_one_epoch(
     channels_last: bool = False,
     frozen: Sequence[nn.Module] = (),
     on_first_batch: Callable[[], None] | None = None,
+    on_first_step: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     """Train ``model`` for one pass over ``loader``; step ``scheduler`` after every batch.
 
     ``frozen`` modules stay in eval mode (a frozen backbone's BatchNorm keeps its running statistics).
     The loss is summed on the device and read once at the end: a per-batch ``.item()`` would make the
-    host wait for the accelerator at every step.
+    host wait for the accelerator at every step. ``on_first_batch`` is called when the first batch has been
+    fetched, ``on_first_step`` after its ``optimizer.step()``.
     Returns ``{"train_loss": mean loss, "lr": last group's lr at the last step, "num_samples": n}``.
     """
     model.train()
@@ -127,6 +129,8 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if seen == 0 and on_first_step is not None:
+            on_first_step()
         lr = optimizer.param_groups[-1]["lr"]
         if scheduler is not None:
             scheduler.step()
@@ -225,12 +229,20 @@ def build_scheduler(
 
 
 def make_loaders(
-    train: Dataset[Any], val: Dataset[Any], config: TrainConfig, generator: torch.Generator, *, pin_memory: bool
+    train: Dataset[Any],
+    val: Dataset[Any],
+    config: TrainConfig,
+    generator: torch.Generator,
+    *,
+    pin_memory: bool,
+    cpus: int | None = None,
 ) -> tuple[ImageLoader, ImageLoader]:
-    """Shuffled train loader drawing from ``generator`` (so the order is reproducible) and a val loader.
+    """Shuffled train loader drawing from ``generator`` (so the order is reproducible) and a val loader, with
+    ``config.num_workers`` worker processes (``auto``: from ``cpus``, the trial's CPUs; see
+    ``trials.data.resolve_num_workers``).
 
     An unreadable image raises DataError naming the file, even when a worker process decoded it."""
-    workers = config.num_workers
+    workers = resolve_num_workers(config.num_workers, train, cpus)
     common: dict[str, Any] = {
         "batch_size": config.batch_size,
         "num_workers": workers,
@@ -263,6 +275,28 @@ def _ask(reporter: Reporter | None, epoch: int, entry: Mapping[str, float]) -> s
 def _set_trainable(params: Iterable[nn.Parameter], trainable: bool) -> None:
     for p in params:
         p.requires_grad_(trainable)
+
+
+class _TimedBatches:
+    """Iterates ``loader`` and adds the time spent waiting for each batch (loading, decoding, augmenting in
+    this process; or waiting for DataLoader workers) to ``seconds``: the part of an epoch that is not steps."""
+
+    def __init__(self, loader: ImageLoader) -> None:
+        self.loader = loader
+        self.seconds = 0.0
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        batches = iter(self.loader)
+        while True:
+            t0 = time.perf_counter()
+            batch = next(batches, None)
+            self.seconds += time.perf_counter() - t0
+            if batch is None:
+                return
+            yield batch
 
 
 @dataclass
@@ -392,31 +426,44 @@ def fit(
     ``pruned``). Early stopping on ``config.metric`` ends it with status ``early_stopped``. With a
     ``checkpoint_dir`` the run is saved after every epoch (before it is reported) and a later call
     with the same config resumes it, first replaying the saved epochs through the reporter.
-    ``num_threads`` sets torch's CPU threads (CPU only). The returned model holds the best epoch's
-    weights unless the run was pruned.
+    ``num_threads`` (the trial's CPUs) sets torch's CPU threads (CPU only) and what ``num_workers: auto``
+    follows. The returned model holds the best epoch's weights unless the run was pruned.
+
+    ``FitResult.timings`` (seconds; ``*_at`` are ``time.time()`` stamps): ``dataset_s`` (splits and
+    datasets; the decoded base data is cached per process), ``model_s`` (build, weight load, to the device),
+    ``setup_s`` (start to the first batch), ``first_batch_at``, ``first_step_at`` (after the first
+    ``optimizer.step()``), ``train_s`` and ``eval_s`` (whole epochs' training and validation passes), of which
+    ``train_data_s`` and ``eval_data_s`` waited for batches (the rest is steps: forward, backward, optimizer;
+    val forward passes), ``checkpoint_s``, ``report_s`` (inside the reporter), ``total_s``.
     """
     t_start = time.perf_counter()
     log = log or _log.info
-    timings: dict[str, float] = {"train_s": 0.0, "eval_s": 0.0, "checkpoint_s": 0.0}
+    timings: dict[str, float] = {"train_s": 0.0, "eval_s": 0.0, "checkpoint_s": 0.0, "report_s": 0.0}
     device = resolve_device(config.device)
     on_cuda = device.type == "cuda"
     if not on_cuda and num_threads:
         torch.set_num_threads(num_threads)
     _seed_everything(config.seed)
 
+    t0 = time.perf_counter()
     data = load_data(config.dataset, image_size=config.resolved_image_size, aug_strength=config.aug_strength)
+    t1 = time.perf_counter()
     model = build_model(config.model, data.num_classes, dropout=config.dropout, weights=config.weights)
     if on_cuda:  # bf16 autocast + channels_last is the fast path for convnets on tensor cores
         torch.backends.cudnn.benchmark = True
         model = model.to(device).to(memory_format=torch.channels_last)
     else:
         model = model.to(device)
+    timings["dataset_s"], timings["model_s"] = t1 - t0, time.perf_counter() - t1
     amp_dtype = torch.bfloat16 if on_cuda and config.amp else None
     backbone, head = split_parameters(model)
     backbone_bn = [m for m in backbone_modules(model) if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     generator = torch.Generator()
     generator.manual_seed(config.seed)
-    train_loader, val_loader = make_loaders(data.train, data.val, config, generator, pin_memory=on_cuda)
+    train_loader, val_loader = make_loaders(
+        data.train, data.val, config, generator, pin_memory=on_cuda, cpus=num_threads
+    )
+    timed_train, timed_val = _TimedBatches(train_loader), _TimedBatches(val_loader)
     optimizer = build_optimizer(config, backbone, head)
     scheduler = build_scheduler(optimizer, config, len(train_loader))
     train_loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
@@ -434,9 +481,11 @@ def fit(
         best_epoch = run.tracker.best_epoch or len(run.history)  # no valid metric at all: the last epoch
         best = run.history[best_epoch - 1] if best_epoch else {}
         costs = model_costs(model, config, device) if status != "pruned" else {}
+        timings["train_data_s"], timings["eval_data_s"] = timed_train.seconds, timed_val.seconds
         timings["total_s"] = time.perf_counter() - t_start
         timings.setdefault("setup_s", timings["total_s"])  # no batch trained (a finished run replayed)
         timings.setdefault("first_batch_at", math.nan)
+        timings.setdefault("first_step_at", math.nan)
         return FitResult(
             status=status,
             epochs_run=len(run.history),
@@ -450,8 +499,14 @@ def fit(
             timings=timings,
         )
 
+    def ask(epoch: int, entry: Mapping[str, float]) -> str:
+        t = time.perf_counter()
+        answer = _ask(reporter, epoch, entry)
+        timings["report_s"] += time.perf_counter() - t
+        return answer
+
     for entry in list(run.history):  # a resumed run replays its past epochs; the pruner may say stop
-        if _ask(reporter, int(entry["epoch"]), entry) == PRUNE:
+        if ask(int(entry["epoch"]), entry) == PRUNE:
             del run.history[int(entry["epoch"]) :]
             run.tracker = early_stopping.Tracker()  # the best epoch is now the best of what is kept
             for kept in run.history:
@@ -471,6 +526,9 @@ def fit(
             timings["first_batch_at"] = time.time()
             timings["setup_s"] = time.perf_counter() - t_start
 
+    def first_step() -> None:
+        timings.setdefault("first_step_at", time.time())
+
     patience = config.early_stopping.patience
     for epoch in range(resumed_from + 1, config.epochs + 1):
         frozen = epoch <= config.freeze_backbone_epochs
@@ -478,7 +536,7 @@ def fit(
         t0 = time.perf_counter()
         trained = train_one_epoch(
             model,
-            train_loader,
+            timed_train,
             optimizer,
             scheduler,
             train_loss_fn,
@@ -487,9 +545,10 @@ def fit(
             channels_last=on_cuda,
             frozen=backbone_bn if frozen else (),
             on_first_batch=first_batch,
+            on_first_step=first_step,
         )
         t1 = time.perf_counter()
-        metrics = evaluate(model, val_loader, eval_loss_fn, device, amp_dtype=amp_dtype, channels_last=on_cuda)
+        metrics = evaluate(model, timed_val, eval_loss_fn, device, amp_dtype=amp_dtype, channels_last=on_cuda)
         t2 = time.perf_counter()
         timings["train_s"] += t1 - t0
         timings["eval_s"] += t2 - t1
@@ -519,7 +578,7 @@ def fit(
             f"val_loss={entry['val_loss']:.4f} val_acc={entry['val_acc']:.4f} lr={entry['lr']:.3g} "
             f"({t1 - t0:.1f}s train, {t2 - t1:.1f}s eval)"
         )
-        if _ask(reporter, epoch, entry) == PRUNE:
+        if ask(epoch, entry) == PRUNE:
             log(f"pruned after epoch {epoch}")
             return result("pruned")
         if stop:
@@ -545,7 +604,7 @@ def evaluate_test(model: nn.Module, config: TrainConfig) -> dict[str, float]:
         test,
         shuffle=False,
         batch_size=config.batch_size,
-        num_workers=config.num_workers,
+        num_workers=resolve_num_workers(config.num_workers, test),
         pin_memory=on_cuda,
     )
     amp_dtype = torch.bfloat16 if on_cuda and config.amp else None
