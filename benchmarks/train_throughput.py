@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from benchmarks.common import interleaved
 from trials.config import DatasetConfig, TrainConfig
 from trials.data import load_data
 from trials.errors import ModelError
@@ -69,8 +70,9 @@ def _seconds(fn: Callable[[], Any]) -> float:
 
 def loop_vs_bare(
     *, batch_size: int, n_batches: int, repeats: int, model: nn.Module | None = None, batches: list[Batch] | None = None
-) -> dict[str, float]:
-    """Median img/s of ``train_one_epoch`` and of ``bare_epoch``, interleaved, and their median ratio.
+) -> dict[str, Any]:
+    """Median img/s of ``train_one_epoch`` and of ``bare_epoch``, interleaved (``benchmarks.common.interleaved``),
+    their median paired ratio, and the ``comparison`` (its samples, as a dict).
 
     Defaults: resnet18 on digit batches. The same model and optimizer serve both loops, so they differ
     only in the loop itself.
@@ -98,21 +100,14 @@ def loop_vs_bare(
     ours()  # warm-up: allocator, oneDNN primitives
     bare()
     images = len(batches) * batch_size
-    fit_rates, bare_rates, ratios = [], [], []
-    for r in range(repeats):
-        if r % 2 == 0:
-            t_bare, t_ours = _seconds(bare), _seconds(ours)
-        else:
-            t_ours, t_bare = _seconds(ours), _seconds(bare)
-        fit_rates.append(images / t_ours)
-        bare_rates.append(images / t_bare)
-        ratios.append(t_bare / t_ours)
+    cmp = interleaved(lambda: images / _seconds(ours), lambda: images / _seconds(bare), repeats)
     return {
-        "fit_img_s": statistics.median(fit_rates),
-        "bare_img_s": statistics.median(bare_rates),
-        "ratio": statistics.median(ratios),
-        "ratio_min": min(ratios),
-        "ratio_max": max(ratios),
+        "fit_img_s": statistics.median(cmp.hpo),
+        "bare_img_s": statistics.median(cmp.baseline),
+        "ratio": cmp.ratio,
+        "ratio_min": min(cmp.ratios),
+        "ratio_max": max(cmp.ratios),
+        "comparison": cmp.as_dict(),
     }
 
 
@@ -144,42 +139,15 @@ def fit_end_to_end(*, batch_size: int, samples: int, epochs: int) -> float:
     return samples * epochs / result.timings["train_s"]
 
 
-def gpu_resnet50_bf16(
-    *, batch_size: int = 256, steps: int = 50, warmup: int = 10, image_size: int = 224
-) -> dict[str, float]:
-    """ResNet-50 img/s on CUDA with bf16 autocast and channels_last, synthetic data already on the GPU:
-    ``train_one_epoch`` and the bare loop, each after ``warmup`` steps (cudnn.benchmark picks kernels)."""
-    device = torch.device("cuda")
-    torch.backends.cudnn.benchmark = True
-    model = build_model("resnet50", 1000, dropout=0.0, weights=None)
-    model = model.to(device).to(memory_format=torch.channels_last)
-    config = TrainConfig(model="resnet50", lr=1e-3, batch_size=batch_size)
-    optimizer = build_optimizer(config, *split_parameters(model))
-    loss_fn = nn.CrossEntropyLoss()
-    x = torch.randn(batch_size, 3, image_size, image_size, device=device)
-    x = x.to(memory_format=torch.channels_last)
-    y = torch.randint(0, 1000, (batch_size,), device=device)
+def gpu_resnet50_bf16(*, steps: int = 50) -> dict[str, float]:
+    """ResNet-50 img/s on CUDA with bf16 autocast and channels_last, synthetic 224 px data already on the GPU:
+    ``train_one_epoch`` and the bare loop (``benchmarks.gpu.p6_throughput``, the GPU script's P6 part)."""
+    from dataclasses import replace
 
-    def ours(n: int) -> None:
-        train_one_epoch(
-            model, [(x, y)] * n, optimizer, None, loss_fn, device, amp_dtype=torch.bfloat16, channels_last=True
-        )  # ends with .item(): synchronized
+    from benchmarks import gpu
 
-    def bare(n: int) -> None:
-        for _ in range(n):
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                loss = loss_fn(model(x), y)
-            loss.backward()
-            optimizer.step()
-        torch.cuda.synchronize()
-
-    ours(warmup)
-    bare(warmup)
-    return {
-        "gpu_fit_img_s": batch_size * steps / _seconds(lambda: ours(steps)),
-        "gpu_bare_img_s": batch_size * steps / _seconds(lambda: bare(steps)),
-    }
+    r = gpu.p6_throughput(replace(gpu.GPU_SHAPE, steps=steps), "cuda")
+    return {"gpu_fit_img_s": r["fit_img_s"], "gpu_bare_img_s": r["bare_img_s"]}
 
 
 def run(quick: bool = False, *, num_threads: int | None = 1) -> dict[str, Any]:
