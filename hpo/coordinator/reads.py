@@ -2,11 +2,11 @@
 like ``hpo.coordinator.writes``) instead of Optuna's ORM reads, which build every trial whole (params,
 values, every intermediate value, user and system attrs): 8 s at 10,000 trials of 20 steps on PostgreSQL.
 
-- At start (``pruning_records``): only what its pruner's state loads (``PrunerRule.loads`` and ``reads``):
-  the median and percentile rules the COMPLETE trials' intermediate values; successive halving and
-  Hyperband every trial's ``completed_rung_<i>`` attrs and the last step of the COMPLETE trials. The
-  records have the shape the states load (``hpo.coordinator.pruning.TrialRecord``), so a state loaded from
-  them equals one loaded from Optuna's trials.
+- At start (``load_state``): only what its pruner's state loads (``PrunerRule.loads`` and ``reads``): the
+  median and percentile rules the COMPLETE trials' intermediate values, counted and sorted per step by the
+  database (``step_statistics``); successive halving and Hyperband every trial's ``completed_rung_<i>``
+  attrs and the last step of the COMPLETE trials (``pruning_records``: records in the shape the states load,
+  ``hpo.coordinator.pruning.TrialRecord``). Either way the state equals one loaded from Optuna's trials.
 - At the first ask (``fill_trial_cache``): the whole study, which Optuna's sampler and waiting-trial lookup
   read through the storage's cache anyway, into that cache, as Optuna's own read would put it there.
 
@@ -73,7 +73,7 @@ def step_statistics(engine: Any, study_id: int) -> StepStatistics:
     )
     counts: dict[int, int] = {}
     infinite: dict[int, tuple[int, int]] = {}  # step -> (-inf count, +inf count)
-    with engine.connect() as conn:
+    with _snapshot(engine) as conn:
         n_trials = conn.execute(sqlalchemy.select(sqlalchemy.func.count()).where(*complete)).scalar() or 0
         for step, kind, n in conn.execute(kind_counts):
             counts[step] = counts.get(step, 0) + n
@@ -120,7 +120,7 @@ def pruning_records(engine: Any, study_id: int, rule: PrunerRule, *, multi_objec
     values: dict[int, dict[int, float]] = {}
     attrs: dict[int, dict[str, Any]] = {}
     to_float = models.TrialIntermediateValueModel.stored_repr_to_intermediate_value
-    with engine.connect() as conn:
+    with _snapshot(engine) as conn:
         trial_rows = sqlalchemy.select(trials.c.trial_id, trials.c.number, trials.c.state).where(*mine)
         rows = conn.execute(trial_rows.order_by(trials.c.trial_id)).all()
         for trial_id, step, stored, kind in conn.execute(iv_query):
@@ -138,6 +138,15 @@ def pruning_records(engine: Any, study_id: int, rule: PrunerRule, *, multi_objec
         LoadedTrial(number, TrialState(state), values.get(trial_id, {}), attrs.get(trial_id, {}))
         for trial_id, number, state in rows
     ]
+
+
+def _snapshot(engine: Any) -> Any:
+    """A connection whose queries all see one snapshot of the database on PostgreSQL, so counts and values
+    agree (on SQLite the sweep's lease keeps other writers of the study out while it starts)."""
+    conn = engine.connect()
+    if engine.dialect.name == "postgresql":
+        conn = conn.execution_options(isolation_level="REPEATABLE READ")
+    return conn
 
 
 def _attr_query(model: Any, where: list[Any], *, attrs_key: str | None = None, prefix: str | None = None) -> Any:
@@ -216,7 +225,7 @@ def all_trials(engine: Any, study_id: int) -> list[FrozenTrial]:
         return conn.execute(query.where(ours).order_by(table.c[order] if order else None))
 
     by_id: dict[int, dict[str, Any]] = {}
-    with engine.connect() as conn:
+    with _snapshot(engine) as conn:
         for r in conn.execute(sqlalchemy.select(trials).where(ours).order_by(trials.c.trial_id)):
             by_id[r.trial_id] = {"row": r, "values": {}, "params": {}, "dists": {}, "user": {}, "system": {}, "iv": {}}
         to_value = models.TrialValueModel.stored_repr_to_value
