@@ -215,15 +215,18 @@ def _state_view(state: Any) -> dict[str, Any]:
     return out
 
 
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
 @pytest.mark.parametrize("multi_objective", [False, True], ids=["single", "multi"])
 @pytest.mark.parametrize("rule", RULES, ids=[type(r).__name__ for r in RULES])
 def test_a_state_loaded_at_start_equals_one_loaded_from_optunas_trials(
-    pg_url: str, rule: PrunerRule, multi_objective: bool
+    pg_url: str, tmp_path: Any, rule: PrunerRule, multi_objective: bool, backend: str
 ) -> None:
+    """PostgreSQL sorts each step's values in one array; SQLite by rows: both equal Optuna's trials loaded."""
     from hpo import study as studies
 
-    study_id = _varied_study(pg_url, "varied")
-    storage = open_storage(pg_url)
+    url = pg_url if backend == "postgresql" else f"sqlite:///{tmp_path}/varied.db"
+    study_id = _varied_study(url, "varied")
+    storage = open_storage(url)
     try:
         states = None if rule.loads is None else tuple(TrialState[s] for s in rule.loads)
         trials = storage.get_all_trials(study_id, deepcopy=False, states=states)

@@ -30,8 +30,8 @@ from typing import Any, ClassVar, Literal, Protocol
 
 Direction = str  # "maximize" | "minimize"
 Resource = int | Literal["auto"]
-#: What a state loads of each trial: all its intermediate values, or (rung-based rules) only its rung attrs
-#: and, for a COMPLETE trial, its last step.
+#: What a state loads of the trials: all their intermediate values, or (rung-based rules) only their rung
+#: attrs and the largest last step of a COMPLETE trial.
 Reads = Literal["values", "last_step"]
 
 #: Optuna's trial system attr for a trial's value where it completed rung ``i`` (successive halving, Hyperband).
@@ -346,7 +346,8 @@ class SuccessiveHalvingRule(_Rule):
     kind: ClassVar[str] = "successive_halving"
     OPTUNA: ClassVar[str] = "SuccessiveHalvingPruner"
     loads: ClassVar[tuple[str, ...] | None] = None  # every trial: each one's rungs count
-    #: what ``load`` reads: each trial's rung attrs, and the last step of the COMPLETE ones (for "auto")
+    #: what ``load`` reads: each trial's rung attrs, and (for "auto") the last step of the COMPLETE trial that
+    #: went furthest: the state keeps only the largest
     reads: ClassVar[Reads] = "last_step"
 
     def new_state(self, direction: Direction, study_name: str = "") -> SuccessiveHalvingState:

@@ -49,40 +49,47 @@ def load_state(state: PrunerState, engine: Any, study_id: int, rule: PrunerRule,
 
 
 def step_statistics(engine: Any, study_id: int) -> StepStatistics:
-    """The COMPLETE trials' intermediate values by step (``StepStatistics``) in three queries: the trials
-    counted, each step's values counted by kind (finite, NaN, infinities), and the finite ones sorted."""
+    """The COMPLETE trials' intermediate values by step (``StepStatistics``): the trials counted, then one row
+    per step with its values counted (NaN and infinities included) and, on PostgreSQL, its finite values as
+    one array sorted by the server; elsewhere the finite values come sorted by a third query."""
     import sqlalchemy
     from optuna.storages._rdb import models
 
     trials = models.TrialModel.__table__
     ivs = models.TrialIntermediateValueModel.__table__
     kinds = models.TrialIntermediateValueModel.TrialIntermediateValueType
+    kind, value = ivs.c.intermediate_value_type, ivs.c.intermediate_value
     complete = (trials.c.study_id == study_id, trials.c.state == TrialState.COMPLETE)
     joined = ivs.join(trials, trials.c.trial_id == ivs.c.trial_id)
-    kind_counts = (
-        sqlalchemy.select(ivs.c.step, ivs.c.intermediate_value_type, sqlalchemy.func.count())
-        .select_from(joined)
-        .where(*complete)
-        .group_by(ivs.c.step, ivs.c.intermediate_value_type)
-    )
+
+    def n_of(k: Any) -> Any:
+        return sqlalchemy.func.sum(sqlalchemy.case((kind == k, 1), else_=0))
+
+    columns = [ivs.c.step, sqlalchemy.func.count(), n_of(kinds.INF_NEG), n_of(kinds.INF_POS)]
+    arrays = engine.dialect.name == "postgresql"
+    if arrays:
+        from sqlalchemy.dialects import postgresql
+
+        columns.append(postgresql.array_agg(postgresql.aggregate_order_by(value, value)).filter(kind == kinds.FINITE))
+    per_step = sqlalchemy.select(*columns).select_from(joined).where(*complete).group_by(ivs.c.step)
     finite = (
-        sqlalchemy.select(ivs.c.step, ivs.c.intermediate_value)
+        sqlalchemy.select(ivs.c.step, value)
         .select_from(joined)
-        .where(*complete, ivs.c.intermediate_value_type == kinds.FINITE)
-        .order_by(ivs.c.step, ivs.c.intermediate_value)
+        .where(*complete, kind == kinds.FINITE)
+        .order_by(ivs.c.step, value)
     )
     counts: dict[int, int] = {}
     infinite: dict[int, tuple[int, int]] = {}  # step -> (-inf count, +inf count)
+    values: dict[int, list[float]] = {}
     with _snapshot(engine) as conn:
         n_trials = conn.execute(sqlalchemy.select(sqlalchemy.func.count()).where(*complete)).scalar() or 0
-        for step, kind, n in conn.execute(kind_counts):
-            counts[step] = counts.get(step, 0) + n
-            low, high = infinite.get(step, (0, 0))
-            infinite[step] = (low + n * (kind == kinds.INF_NEG), high + n * (kind == kinds.INF_POS))
-        values = {
-            step: [v for _, v in rows]
-            for step, rows in itertools.groupby(conn.execute(finite), key=operator.itemgetter(0))
-        }
+        for step, n, low, high, *sorted_values in conn.execute(per_step):
+            counts[step], infinite[step] = n, (int(low), int(high))
+            if arrays:
+                values[step] = list(sorted_values[0] or [])
+        if not arrays:
+            for step, rows in itertools.groupby(conn.execute(finite), key=operator.itemgetter(0)):
+                values[step] = [v for _, v in rows]
     for step, (low, high) in infinite.items():
         if low or high:
             values[step] = [-math.inf] * low + values.get(step, []) + [math.inf] * high
@@ -91,8 +98,9 @@ def step_statistics(engine: Any, study_id: int) -> StepStatistics:
 
 def pruning_records(engine: Any, study_id: int, rule: PrunerRule, *, multi_objective: bool) -> list[LoadedTrial]:
     """The study's trials in ``rule.loads`` states, with what ``rule.reads`` asks for: ``"values"`` every
-    intermediate value; ``"last_step"`` the COMPLETE trials' last step (and its value) and every trial's rung
-    attrs. A multi-objective trial's curve is hpo's user attr where it has no intermediate values."""
+    intermediate value; ``"last_step"`` every trial's rung attrs, and the last step (and its value) of the
+    COMPLETE trial that went furthest, the one step the state keeps of them (the other records have no
+    values). A multi-objective trial's curve is hpo's user attr where it has no intermediate values."""
     import sqlalchemy
     from optuna.storages._rdb import models
 
@@ -102,20 +110,13 @@ def pruning_records(engine: Any, study_id: int, rule: PrunerRule, *, multi_objec
     if rule.loads is not None:
         mine.append(trials.c.state.in_([TrialState[s] for s in rule.loads]))
     last_only = rule.reads == "last_step"
-    # whose values are read: every loaded trial's, or (last_step) the COMPLETE ones' last step only
+    # whose values are read: every loaded trial's, or (last_step) the COMPLETE ones'
     valued = [*mine, trials.c.state == TrialState.COMPLETE] if last_only else mine
 
     iv_query = sqlalchemy.select(ivs.c.trial_id, ivs.c.step, ivs.c.intermediate_value, ivs.c.intermediate_value_type)
     iv_query = iv_query.join(trials, trials.c.trial_id == ivs.c.trial_id).where(*valued)
-    if last_only:
-        last = (
-            sqlalchemy.select(ivs.c.trial_id, sqlalchemy.func.max(ivs.c.step).label("step"))
-            .join(trials, trials.c.trial_id == ivs.c.trial_id)
-            .where(*valued)
-            .group_by(ivs.c.trial_id)
-            .subquery()
-        )
-        iv_query = iv_query.join(last, (last.c.trial_id == ivs.c.trial_id) & (last.c.step == ivs.c.step))
+    if last_only:  # the state keeps only the largest last step of a COMPLETE trial: one row
+        iv_query = iv_query.order_by(ivs.c.step.desc(), ivs.c.trial_id).limit(1)
 
     values: dict[int, dict[int, float]] = {}
     attrs: dict[int, dict[str, Any]] = {}
