@@ -1,6 +1,6 @@
-"""The coordinator's writes that go around Optuna's public storage API: the one module that touches Optuna's
-private RDB models (``optuna.storages._rdb.models``). Checked on optuna 5.0; on other databases, and where a
-guarded statement writes nothing, each call falls through to Optuna's own.
+"""The coordinator's writes that go around Optuna's public storage API: with ``hpo.coordinator.reads``, the
+only modules that touch Optuna's private RDB models (``optuna.storages._rdb.models``). Checked on optuna 5.0;
+on other databases, and where a guarded statement writes nothing, each call falls through to Optuna's own.
 """
 
 from __future__ import annotations
