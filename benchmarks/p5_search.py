@@ -104,13 +104,15 @@ def _train(task: Task, seed: int, *, early_stopping: bool) -> dict[str, Any]:
     return train
 
 
-def _sweep_config(url: str, name: str, train: dict[str, Any], *, seed: int, sampler: str, prune: bool, workdir: str):
+def _sweep_config(
+    url: str, name: str, train: dict[str, Any], *, seed: int, sampler: str, prune: bool, workdir: str, n_trials: int
+) -> Any:
     import yaml
 
     from hpo.config import load_sweep_config
 
     data: dict[str, Any] = {
-        "study": {"name": name, "n_trials": N_TRIALS, "sampler": {"name": sampler, "seed": seed}},
+        "study": {"name": name, "n_trials": n_trials, "sampler": {"name": sampler, "seed": seed}},
         "search_space": SPACE,
         "resources": {"cpus_per_trial": 1},
         "parallel": PARALLEL,
@@ -125,7 +127,7 @@ def _sweep_config(url: str, name: str, train: dict[str, Any], *, seed: int, samp
     return load_sweep_config(path, storage=url, output_dir=str(Path(workdir) / "runs"))
 
 
-def hpo_arm(url: str, task: Task, seed: int, arm: str, workdir: str) -> list[TrialRecord]:
+def hpo_arm(url: str, task: Task, seed: int, arm: str, workdir: str, n_trials: int = N_TRIALS) -> list[TrialRecord]:
     import optuna
     from optuna.trial import TrialState
 
@@ -134,7 +136,14 @@ def hpo_arm(url: str, task: Task, seed: int, arm: str, workdir: str) -> list[Tri
     train = _train(task, seed, early_stopping=arm != "a")
     name = f"p5-{task.name}-{seed}-{arm}"
     cfg = _sweep_config(
-        url, name, train, seed=seed, sampler="random" if arm == "c" else "tpe", prune=arm != "a", workdir=workdir
+        url,
+        name,
+        train,
+        seed=seed,
+        sampler="random" if arm == "c" else "tpe",
+        prune=arm != "a",
+        workdir=workdir,
+        n_trials=n_trials,
     )
     run_hpo(cfg, hpo_workload)
     out = []
@@ -176,7 +185,7 @@ def _tune_trainable(config: dict[str, Any]) -> None:
     )
 
 
-def tune_arm(task: Task, seed: int) -> list[TrialRecord]:
+def tune_arm(task: Task, seed: int, n_trials: int = N_TRIALS) -> list[TrialRecord]:
     import optuna
     from ray import tune
 
@@ -193,12 +202,13 @@ def tune_arm(task: Task, seed: int) -> list[TrialRecord]:
     search = OptunaSearch(
         space=dict(space.distributions), metric="val_acc", mode="max", sampler=optuna.samplers.TPESampler(seed=seed)
     )
-    scheduler = ASHAScheduler(time_attr="training_iteration", metric="val_acc", mode="max", max_t=EPOCHS)
+    epochs = int(base["epochs"])
+    scheduler = ASHAScheduler(time_attr="training_iteration", metric="val_acc", mode="max", max_t=epochs)
     tuner = tune.Tuner(
         tune.with_resources(_tune_trainable, {"cpu": 1}),
         param_space={"__base__": base},
         tune_config=tune.TuneConfig(
-            num_samples=N_TRIALS,
+            num_samples=n_trials,
             max_concurrent_trials=PARALLEL,
             search_alg=search,
             scheduler=scheduler,
@@ -220,7 +230,7 @@ def tune_arm(task: Task, seed: int) -> list[TrialRecord]:
     return out
 
 
-def optuna_arm(task: Task, seed: int) -> list[TrialRecord]:
+def optuna_arm(task: Task, seed: int, n_trials: int = N_TRIALS) -> list[TrialRecord]:
     import optuna
 
     from hpo.config import searchable_fields
@@ -258,7 +268,7 @@ def optuna_arm(task: Task, seed: int) -> list[TrialRecord]:
             raise optuna.TrialPruned()
         return float(summary["best_metrics"]["val_acc"])
 
-    study.optimize(objective, n_trials=N_TRIALS, n_jobs=PARALLEL)
+    study.optimize(objective, n_trials=n_trials, n_jobs=PARALLEL)
     return out
 
 
@@ -346,8 +356,15 @@ def summarize(runs: Mapping[str, Mapping[str, list[TrialRecord]]], chances: Mapp
 
 
 def run(
-    admin_url: str, quick: bool = False, *, seeds: Sequence[int] | None = None, arms: Sequence[str] = ARMS
+    admin_url: str,
+    quick: bool = False,
+    *,
+    seeds: Sequence[int] | None = None,
+    arms: Sequence[str] = ARMS,
+    tasks: Sequence[Task] | None = None,
+    n_trials: int = N_TRIALS,
 ) -> Result:
+    """The protocol above. ``seeds``, ``arms``, ``tasks`` and ``n_trials`` shrink it for a smoke test only."""
     quiet_optuna()
     result = Result("P5", "Search efficiency: best-so-far test accuracy against epochs trained")
     if not PRETRAINED.is_file():
@@ -363,7 +380,8 @@ def run(
     chances: dict[str, float] = {}
     seconds: dict[str, float] = dict.fromkeys(arms, 0.0)
     started = time.perf_counter()
-    for task in claim_tasks():
+    tasks = list(tasks or claim_tasks())
+    for task in tasks:
         for seed in seeds:
             key = f"{task.name}/{seed}"
             runs[key], chances[key] = {}, 1.0 / task.classes
@@ -371,11 +389,11 @@ def run(
                 for arm in arms:
                     t0 = time.perf_counter()
                     if arm in ("a", "b", "c"):
-                        runs[key][arm] = hpo_arm(url, task, seed, arm, workdir)
+                        runs[key][arm] = hpo_arm(url, task, seed, arm, workdir, n_trials)
                     elif arm == "d":
-                        runs[key][arm] = tune_arm(task, seed)
+                        runs[key][arm] = tune_arm(task, seed, n_trials)
                     else:
-                        runs[key][arm] = optuna_arm(task, seed)
+                        runs[key][arm] = optuna_arm(task, seed, n_trials)
                     seconds[arm] += time.perf_counter() - t0
                     print(f"P5 {key} {arm}: {len(runs[key][arm])} trials, {time.perf_counter() - t0:.0f} s", flush=True)
     total = time.perf_counter() - started
@@ -387,9 +405,9 @@ def run(
         "seconds": total,
     }
     result.settings = {
-        "tasks": [t.name for t in claim_tasks()],
+        "tasks": [t.name for t in tasks],
         "seeds": seeds,
-        "n_trials": N_TRIALS,
+        "n_trials": n_trials,
         "parallel": PARALLEL,
         "epochs": EPOCHS,
         "space": SPACE,
@@ -492,7 +510,7 @@ def _notes(result: Result, summary: Mapping[str, Any], total: float) -> None:
             f"{k}: " + ", ".join(f"{arm} {v['final_test']:.3f}/{v['epochs']}ep" for arm, v in arms.items())
             for k, arms in summary["per_run"].items()
         ),
-        f"Anytime curves: {PNG.relative_to(REPO)}.",
+        f"Anytime curves: {PNG.relative_to(REPO) if PNG.is_relative_to(REPO) else PNG}.",
     ]
     losses = [row.metric for row in result.rows if row.passed is False]
     if losses:

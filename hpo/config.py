@@ -124,8 +124,10 @@ class StudyConfig(_Model):
 class PrunerConfig(_Model):
     """Which of Optuna's pruners decides "prune?" at each epoch, with its parameters: ``type`` is ``median``
     (the default), ``percentile``, ``successive_halving``, ``hyperband`` or ``none``; each takes the
-    parameters of Optuna's pruner of that name, with Optuna's defaults, except that the median rule waits
-    for epoch 2 (``n_warmup_steps: 2``; epochs count from 1). Parameters a type does not take are refused;
+    parameters of Optuna's pruner of that name, with Optuna's defaults, except that the median rule starts
+    judging after 2 trials and at epoch 2 (``n_startup_trials: 2, n_warmup_steps: 2``; epochs count from 1),
+    and that the median and percentile rules never judge head-only epochs (``SweepConfig``'s warm-up rule).
+    Parameters a type does not take are refused;
     after validation the ones it takes hold their values, the others None."""
 
     type: Literal["median", "percentile", "successive_halving", "hyperband", "none"] = "median"
@@ -141,7 +143,8 @@ class PrunerConfig(_Model):
     bootstrap_count: int | None = None
 
     #: where hpo's default differs from Optuna's
-    HPO_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {"median": {"n_warmup_steps": 2}}
+    #: (the median rule's: chosen by benchmarks/tune_defaults.py, docs/tuning.json)
+    HPO_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {"median": {"n_startup_trials": 2, "n_warmup_steps": 2}}
 
     @model_validator(mode="before")
     @classmethod
@@ -271,6 +274,20 @@ class SweepConfig(_Model):
                         f"(search_space: {{{clash[0]}: {train[clash[0]]!r}}})"
                     )
         return data
+
+    @model_validator(mode="after")
+    def _warm_up_past_head_only_epochs(self) -> SweepConfig:
+        """Unless ``pruner.n_warmup_steps`` is given, the median and percentile rules judge no epoch that
+        trained the new head alone: their warm-up is at least ``train.freeze_backbone_epochs + 1``. Epochs
+        with a frozen backbone rank trials by how fast the head fits (more optimizer steps, i.e. smaller
+        batches, look better), not by where fine-tuning ends: on the tuning task, the val accuracy after the
+        head-only epoch was anti-correlated with the final one (``benchmarks/tune_defaults.py``)."""
+        p = self.pruner
+        if p.type in ("median", "percentile") and "n_warmup_steps" not in p.model_fields_set:
+            warmup = self.train.freeze_backbone_epochs + 1
+            if warmup > (p.n_warmup_steps or 0):
+                object.__setattr__(self, "pruner", p.model_copy(update={"n_warmup_steps": warmup}))
+        return self
 
     @property
     def space(self) -> SearchSpace:

@@ -59,3 +59,17 @@ def test_one_slot_tpe_does_not_lie_and_proposes_from_the_model_after_start_up() 
     study.optimize(lambda t: -((t.suggest_float("x", 0, 1) - 0.8) ** 2), n_trials=30)
     late = [t.params["x"] for t in study.trials[10:]]
     assert sum(abs(x - 0.8) < 0.15 for x in late) >= 0.6 * len(late)
+
+
+def test_the_pruner_warms_up_past_the_head_only_epochs_unless_told(tmp_path: Path) -> None:
+    frozen3 = "train: {freeze_backbone_epochs: 3}\n"
+    assert _config(tmp_path, frozen3).pruner.n_warmup_steps == 4
+    assert _config(tmp_path, "pruner: {type: percentile, percentile: 25}\n" + frozen3).pruner.n_warmup_steps == 4
+    # given explicitly: kept, even when it judges head-only epochs
+    assert _config(tmp_path, "pruner: {n_warmup_steps: 1}\n" + frozen3).pruner.n_warmup_steps == 1
+    # no frozen epochs: the rule's own default
+    default = _config(tmp_path, "pruner: median\n").pruner.n_warmup_steps
+    assert default == _config(tmp_path, "train: {freeze_backbone_epochs: 0}\n").pruner.n_warmup_steps
+    # the coordinator gets the warmed-up rule
+    rule = CoordinatorSettings.from_config(_config(tmp_path, frozen3), parallel=1, lease=None).rule
+    assert rule is not None and getattr(rule, "n_warmup_steps") == 4
