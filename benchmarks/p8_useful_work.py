@@ -323,6 +323,7 @@ def run(
         "early_stopping": None,
         "workload": "examples/quickstart.yaml (resnet18 pretrained on digits 0-4, fine-tuned on 5-9)",
         "repeats": reps,
+        "mode": "quick" if quick else "full",
     }
     if not tune_available():
         result.notes.append(f"Ray Tune baseline not run: {TUNE_MISSING}.")
@@ -420,7 +421,7 @@ def _report(result: Result, comparison: Comparison, runs: dict[str, list[dict[st
         "hpo's trial workers are Ray tasks reused across trials and sweeps on a long-lived Ray; Tune starts its two "
         "trainable actors for each `Tuner.fit` (and reuses them across that experiment's trials).",
     ]
-    if comparison.repeats < 5:
+    if result.settings.get("mode") == "full" and comparison.repeats < 5:
         result.notes.append(
             f"{comparison.repeats} interleaved pair(s) of sweeps, not 5: each full sweep takes minutes, and 5 pairs "
             "would make P8 alone take about 20 minutes."
