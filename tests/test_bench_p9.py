@@ -58,6 +58,38 @@ def test_a_large_study_is_reported_from_a_named_sample(tmp_path: object) -> None
     assert f"Best trial: trial {best.number}" in page and "The best 200 of 400 trials" in page
     assert page.count("Plotly.newPlot(") == len(report.PLOTS) and "Left out" not in page
     assert "Best value (all trials)" in page  # hpo's own history plot: its best line is over all 400
+    importance = "fANOVA (Optuna's FanovaImportanceEvaluator, 16 trees, seed 0) over 300 COMPLETE trials of the sample"
+    assert importance in html.unescape(page)
     pre = re.search(r'<section id="best-config">.*?<pre>(.*?)</pre>', page, re.S)
     assert pre is not None and studies.trial_train_config(best) is not None
     assert f"lr: {best.params['lr']}" in html.unescape(pre[1]) or str(best.params["lr"])[:8] in pre[1]
+
+
+#: What the read commands must not import: each costs seconds of start-up on a busy machine.
+HEAVY = ("torch", "torchvision", "ray", "plotly", "pandas", "sklearn", "matplotlib", "scipy")
+
+
+@pytest.mark.parametrize("command", [["studies"], ["status", "--study", "p9"], ["status", "--study", "p9", "--json"]])
+def test_read_commands_import_nothing_heavy(tmp_path: object, command: list[str]) -> None:
+    """``hpo studies`` and ``hpo status`` start fast: the real CLI entry point in a fresh process, and the
+    modules loaded when it returns hold none of the heavy ones."""
+    import json
+    import subprocess
+    import sys
+
+    from benchmarks import p9_read_side
+    from benchmarks.common import REPO
+
+    url = f"sqlite:///{tmp_path}/p9.db"
+    p9_read_side.build_study(url, 20)
+    code = (
+        "import json, sys\n"
+        "from hpo.cli import main\n"
+        f"rc = main({[*command, '--storage', url]!r})\n"
+        f"heavy = sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))\n"
+        "print(json.dumps({'rc': rc, 'heavy': heavy}), file=sys.stderr)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    got = json.loads(r.stderr.strip().splitlines()[-1])
+    assert got == {"rc": 0, "heavy": []}, r.stderr[-2000:]
+    assert "p9" in r.stdout

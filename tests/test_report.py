@@ -180,6 +180,8 @@ def test_report_content(report: tuple[Path, str], demo_db: tuple[str, DemoStudy]
     assert page.count("Plotly.newPlot(") == len(PLOTS)
     for title in ("Optimization History Plot", "Intermediate Values Plot", "Hyperparameter Importances"):
         assert title in page
+    # the importances say how they were estimated: Optuna's default 64-tree fANOVA for a small study
+    assert "fANOVA (Optuna's FanovaImportanceEvaluator, 64 trees, seed 0) over 7 COMPLETE trials." in text
     for n in demo.pruned:  # pruned learning curves are drawn, and marked
         assert f'"Trial{n} (pruned)"' in page
     for n in demo.complete:

@@ -4,6 +4,10 @@ On a database (Optuna's ``RDBStorage``) they ask SQL for what they show (``hpo.v
 the best by aggregates, the trial table by one bounded query, so they stay quick at 10,000 trials. Any other
 storage goes through Optuna's API and ``hpo.views.status.summarize``, which is also the reference the SQL
 path is tested against.
+
+They only read, so they skip Optuna's schema-version check on open (``check_version=False``: Alembic's
+script directory, read on every open); a schema too old for their queries fails them with a storage error,
+and ``hpo sweep`` (which checks) says to run ``hpo storage upgrade``.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from storage import opened
 def study_status(storage_url: str, study_name: str, *, limit: int | None = None) -> StudyStatus:
     """The status of ``study_name``; ``limit``: only that many trial rows, the best first (None: every trial,
     by number)."""
-    with opened(storage_url) as storage:
+    with opened(storage_url, check_version=False) as storage:  # read-only: see the module doc
         study = studies.load(storage, study_name)
         engine = queries.engine_of(storage)
         if engine is None:
@@ -101,7 +105,7 @@ def _row(f: queries.Facts, params: dict[str, Any]) -> TrialRow:
 def list_studies(storage_url: str) -> list[dict[str, Any]]:
     """Every study with its direction, metric, trial counts by state and best value (SQL aggregates over all
     studies at once on a database)."""
-    with opened(storage_url) as storage:
+    with opened(storage_url, check_version=False) as storage:  # read-only: see the module doc
         engine = queries.engine_of(storage)
         if engine is None:
             return _list_from_optuna(storage)
