@@ -15,7 +15,7 @@ import functools
 import math
 import re
 import warnings
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -217,11 +217,10 @@ def _from_sql(conn: Any, study: optuna.Study, metric: str) -> tuple[StudyStatus,
     if note is None:
         return status, build_plots(study, metric), Sampled(None, config)
     curves = SampledStudy(study, sample_trials(trials, [t for t in top if t in wanted], CURVES))
-    plots = build_plots(SampledStudy(study, trials), metric, curve_study=curves)
     points = [nv for nv in queries.complete_values(conn, sid, 1).values() if math.isfinite(nv[1][0])]
     history = _history(trials, sorted((n, v[0]) for n, v in points), direction, metric)
-    plots = [_compact(history if p.key == "history" else p) for p in plots]
-    return status, plots, Sampled(note, config)
+    plots = build_plots(SampledStudy(study, trials), metric, curve_study=curves, drawn={"history": history})
+    return status, [_compact(p) for p in plots], Sampled(note, config)
 
 
 _LONG_NUMBER = re.compile(r"(?<![\w.])-?\d+\.\d{7,}(?:e[-+]?\d+)?")
@@ -301,9 +300,16 @@ class SampledStudy(optuna.Study):
         return [t for t in self._sample if states is None or t.state in states]
 
 
-def build_plots(study: optuna.Study, metric: str, *, curve_study: optuna.Study | None = None) -> list[Plot]:
+def build_plots(
+    study: optuna.Study,
+    metric: str,
+    *,
+    curve_study: optuna.Study | None = None,
+    drawn: Mapping[str, Plot] | None = None,
+) -> list[Plot]:
     """Optuna's plots of ``study`` (plotly), each as an HTML fragment without plotly.js, or a note; the
-    learning curves those of ``curve_study`` (a smaller sample of a large study) when given."""
+    learning curves those of ``curve_study`` (a smaller sample of a large study) when given, and ``drawn``'s
+    plots (by key) in place of Optuna's (which are then not drawn at all)."""
     from optuna import visualization as vis
 
     trials = study.get_trials(deepcopy=False)
@@ -358,6 +364,9 @@ def build_plots(study: optuna.Study, metric: str, *, curve_study: optuna.Study |
     }
     plots = []
     for key, heading in (PARETO, *PLOTS) if several else PLOTS:
+        if drawn and key in drawn:
+            plots.append(drawn[key])
+            continue
         skip, make = makers[key]
         if skip is not None:
             plots.append(Plot(key, heading, note=f"Left out: {skip}."))
