@@ -1,7 +1,7 @@
 """Does the quickstart search visibly? ``python -m benchmarks.quickstart_seeds [--seeds 0,1,2,3,4]``.
 
 Runs ``examples/quickstart.yaml`` as it is, through the real CLI (``hpo sweep``) on a SQLite file, once per
-sampler seed (``--set``-free: a copy of the file with only ``study.sampler.seed`` and the study name
+sampler seed (a copy of the file with only ``study.sampler.seed``, the study name and ``output_dir``
 changed), and records for each: the sweep's wall time, the trial numbers, the best trial and whether it came
 after TPE's random start-up trials, and how many trials were pruned. Writes ``docs/quickstart_seeds.json``
 (generated; the README quotes it). Exits 1 unless the best trial comes after the start-up phase on most

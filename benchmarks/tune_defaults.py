@@ -286,7 +286,15 @@ def sampler_table(pool: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         for name, make in sampler_candidates(n).items():
             searches = SEARCHES if name != "gp" else 8  # GP costs up to a second per ask
             found = [search(make, objective, n, 5000 + k) for k in range(searches)]
-            rows.append({"budget": n, "sampler": name, "mean_best": statistics.mean(found), "searches": searches})
+            rows.append(
+                {
+                    "budget": n,
+                    "sampler": name,
+                    "mean_best": statistics.mean(found),
+                    "sem": statistics.stdev(found) / math.sqrt(len(found)),
+                    "searches": searches,
+                }
+            )
             print(f"budget {n} {name}: {statistics.mean(found):.4f} over {searches}", flush=True)
     return rows
 
