@@ -23,15 +23,21 @@ SCHEMA = 1
 JSON_PATH = REPO / "BENCHMARKS.json"
 
 
+#: what the suite itself writes: results and figures, not code (a run that rewrites them is not dirty)
+OUTPUTS = ("BENCHMARKS.json", "BENCHMARKS.md", "docs/p5_anytime.png")
+
+
 def git_state(repo: Path = REPO) -> tuple[str, bool]:
     """HEAD's commit and whether the working tree differs from it: any line of ``git status --porcelain``
-    (a changed, staged, deleted or untracked file) makes it dirty. ``("unknown", True)`` outside git."""
+    (a changed, staged, deleted or untracked file) other than the suite's own ``OUTPUTS`` makes it dirty.
+    ``("unknown", True)`` outside git."""
     try:
         sha = _git(repo, "rev-parse", "HEAD").strip()
-        status = _git(repo, "status", "--porcelain")
+        status = _git(repo, "status", "--porcelain", "--untracked-files=all")
     except (OSError, subprocess.CalledProcessError):
         return "unknown", True
-    return sha, bool(status.strip())
+    changed = [line[3:].strip() for line in status.splitlines() if line.strip()]
+    return sha, any(path not in OUTPUTS for path in changed)
 
 
 def _git(repo: Path, *args: str) -> str:

@@ -148,6 +148,18 @@ def test_git_state_any_change_is_dirty(tmp_path: Path) -> None:
     assert results.git_state(tmp_path / "nowhere") == ("unknown", True)
 
 
+def test_the_suites_own_outputs_do_not_make_the_tree_dirty(tmp_path: Path) -> None:
+    repo = _git_repo(tmp_path)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    (repo / "BENCHMARKS.json").write_text("{}\n")
+    (repo / "BENCHMARKS.md").write_text("# Benchmarks\n")
+    (repo / "docs").mkdir()
+    (repo / "docs" / "p5_anytime.png").write_bytes(b"png")
+    assert results.git_state(repo) == (head, False)
+    (repo / "docs" / "other.png").write_bytes(b"png")
+    assert results.git_state(repo) == (head, True)
+
+
 def test_a_tree_that_changes_while_the_benchmarks_run_makes_the_run_dirty(tmp_path: Path) -> None:
     repo = _git_repo(tmp_path)
     started = results.git_state(repo)
