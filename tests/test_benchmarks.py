@@ -94,4 +94,3 @@ def test_coordinator_writes_what_optuna_writes(backend: str, tmp_path: Path, pg_
             coord._writes.user_attrs(asked.trial_id, {"late": 1})
     finally:
         coord.close()
-

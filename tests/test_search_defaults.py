@@ -72,4 +72,4 @@ def test_the_pruner_warms_up_past_the_head_only_epochs_unless_told(tmp_path: Pat
     assert default == _config(tmp_path, "train: {freeze_backbone_epochs: 0}\n").pruner.n_warmup_steps
     # the coordinator gets the warmed-up rule
     rule = CoordinatorSettings.from_config(_config(tmp_path, frozen3), parallel=1, lease=None).rule
-    assert rule is not None and getattr(rule, "n_warmup_steps") == 4
+    assert rule is not None and rule.n_warmup_steps == 4
