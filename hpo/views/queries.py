@@ -33,6 +33,9 @@ _studies = models.StudyModel.__table__
 _directions = models.StudyDirectionModel.__table__
 _study_attrs = models.StudyUserAttributeModel.__table__
 
+#: Optuna's trial states by name, in its order.
+STATES = tuple(s.name for s in TrialState)
+
 _FINITE = models.TrialValueModel.TrialValueType.FINITE
 _INF_POS = models.TrialValueModel.TrialValueType.INF_POS
 
@@ -116,6 +119,40 @@ def study_id(conn: sa.Connection, name: str) -> int | None:
     return conn.execute(sa.select(_studies.c.study_id).where(_studies.c.study_name == name)).scalar_one_or_none()
 
 
+@dataclass(frozen=True)
+class StudyInfo:
+    """What the views need of one study besides its trials: its id, directions and user attrs."""
+
+    study_id: int
+    name: str
+    directions: list[str]  # "minimize" | "maximize", by objective
+    attrs: dict[str, Any]  # the study's user attrs, decoded
+
+
+def study_info(conn: sa.Connection, name: str) -> StudyInfo | None:
+    """Study ``name`` by three small queries (no trial is read); None when there is no such study."""
+    sid = study_id(conn, name)
+    if sid is None:
+        return None
+    directions = [
+        d.name.lower()
+        for (d,) in conn.execute(
+            sa.select(_directions.c.direction).where(_directions.c.study_id == sid).order_by(_directions.c.objective)
+        )
+    ]
+    attrs = {
+        key: json.loads(raw)
+        for key, raw in conn.execute(
+            sa.select(_study_attrs.c.key, _study_attrs.c.value_json).where(_study_attrs.c.study_id == sid)
+        )
+    }
+    return StudyInfo(int(sid), name, directions or ["minimize"], attrs)
+
+
+def study_names(conn: sa.Connection) -> list[str]:
+    return [str(n) for (n,) in conn.execute(sa.select(_studies.c.study_name).order_by(_studies.c.study_id))]
+
+
 # ---------------------------------------------------------------------------------------------------
 # Aggregates
 
@@ -135,9 +172,7 @@ def state_counts(conn: sa.Connection, study: int | None = None) -> dict[int, dic
 
 def _primary() -> Any:
     """The trial_values rows of the primary objective that can be ranked (finite)."""
-    return sa.and_(
-        _values.c.trial_id == _trials.c.trial_id, _values.c.objective == 0, _values.c.value_type == _FINITE
-    )
+    return sa.and_(_values.c.trial_id == _trials.c.trial_id, _values.c.objective == 0, _values.c.value_type == _FINITE)
 
 
 def best_trial(conn: sa.Connection, study: int, direction: str) -> tuple[int, int, float] | None:
@@ -199,9 +234,7 @@ def _configured_epochs(dialect: str) -> Any:
         .limit(1)
         .scalar_subquery()
     )
-    if dialect == "postgresql":
-        return sa.cast(raw, sa.JSON)["epochs"].as_string()  # CAST(... AS JSON) ->> 'epochs'
-    return sa.func.json_extract(raw, "$.epochs")  # SQLite, MySQL
+    return _json_field(raw, "epochs", dialect)
 
 
 def facts(
@@ -211,10 +244,7 @@ def facts(
     else the count of intermediate values, else hpo's multi-objective curve), configured epochs, duration
     (hpo's attr, else complete - start) and the fail reason."""
     steps = (
-        sa.select(sa.func.count())
-        .select_from(_inter)
-        .where(_inter.c.trial_id == _trials.c.trial_id)
-        .scalar_subquery()
+        sa.select(sa.func.count()).select_from(_inter).where(_inter.c.trial_id == _trials.c.trial_id).scalar_subquery()
     )
     value = sa.select(_values.c.value).where(_primary()).limit(1).scalar_subquery()
     q = sa.select(
@@ -268,6 +298,112 @@ def totals(rows: Sequence[Facts]) -> Totals:
         epochs_budget=budget,
         epochs_saved=max(0, budget - sum(r.epochs_run for r in done)),
     )
+
+
+def study_totals(conn: sa.Connection, study: int) -> tuple[dict[str, int], Totals]:
+    """Trials by state and ``totals`` of every trial, by one ``GROUP BY state`` over a narrow per-trial
+    expression (hpo's attrs by key, the step count only where ``epochs_run`` is missing): no row per trial
+    leaves the database, except trials whose epochs only hpo's multi-objective curve records."""
+    dialect = conn.dialect.name
+    ep, cfg, dur = _attrs.alias("ep"), _attrs.alias("cfg"), _attrs.alias("dur")
+    steps = (
+        sa.select(sa.func.count()).select_from(_inter).where(_inter.c.trial_id == _trials.c.trial_id).scalar_subquery()
+    )
+    epochs = sa.func.coalesce(_number(ep.c.value_json), steps)
+    configured = sa.cast(_json_field(cfg.c.value_json, "epochs", dialect), sa.Float)
+    seconds = sa.func.coalesce(
+        _number(dur.c.value_json), _elapsed_s(_trials.c.datetime_start, _trials.c.datetime_complete, dialect)
+    )
+    per_trial = (
+        sa.select(
+            _trials.c.state.label("state"),
+            epochs.label("epochs"),
+            sa.func.coalesce(sa.func.nullif(configured, 0), epochs).label("budget"),
+            seconds.label("seconds"),
+        )
+        .select_from(
+            _trials.outerjoin(ep, _keyed(ep, studies.ATTR_EPOCHS_RUN))
+            .outerjoin(cfg, _keyed(cfg, studies.ATTR_TRAIN_CONFIG))
+            .outerjoin(dur, _keyed(dur, studies.ATTR_DURATION))
+        )
+        .where(_trials.c.study_id == study)
+        .subquery()
+    )
+    q = sa.select(
+        per_trial.c.state,
+        sa.func.count(),
+        sa.func.sum(per_trial.c.epochs),
+        sa.func.sum(per_trial.c.budget),
+        sa.func.sum(per_trial.c.seconds),
+    ).group_by(per_trial.c.state)
+    counts = {s.name: 0 for s in TrialState}
+    done = ("COMPLETE", "PRUNED", "FAIL")
+    run = run_done = budget = 0
+    seconds_total = 0.0
+    for state, n, e, b, sec in conn.execute(q):
+        name = _state(state)
+        counts[name] = int(n)
+        run += int(e or 0)
+        if name in done:
+            run_done += int(e or 0)
+            budget += int(b or 0)
+        if name != TrialState.RUNNING.name:
+            seconds_total += float(sec or 0.0)
+    # trials with neither ``epochs_run`` nor steps (a multi-objective study's): their curve attr's length
+    for state, raw, conf in conn.execute(
+        sa.select(_trials.c.state, _attrs.c.value_json, configured)
+        .select_from(
+            _trials.join(_attrs, _keyed(_attrs, studies.ATTR_CURVE)).outerjoin(
+                cfg, _keyed(cfg, studies.ATTR_TRAIN_CONFIG)
+            )
+        )
+        .where(
+            _trials.c.study_id == study,
+            ~sa.exists().where(_keyed(ep, studies.ATTR_EPOCHS_RUN)),
+            ~sa.exists().where(_inter.c.trial_id == _trials.c.trial_id),
+        )
+    ):
+        n_curve = len(json.loads(raw) or {})
+        run += n_curve
+        if _state(state) in done:
+            run_done += n_curve
+            budget += 0 if conf else n_curve
+    return counts, Totals(
+        trial_seconds=seconds_total, epochs_run=run, epochs_budget=budget, epochs_saved=max(0, budget - run_done)
+    )
+
+
+def _keyed(alias: Any, key: str) -> Any:
+    """The join condition of a trial and its user attr ``key`` (``alias``: of trial_user_attributes)."""
+    return sa.and_(alias.c.trial_id == _trials.c.trial_id, alias.c.key == key)
+
+
+def _number(value_json: Any) -> Any:
+    """A user attr's JSON number (stored as text) as a float; JSON null as NULL."""
+    return sa.cast(sa.func.nullif(value_json, "null"), sa.Float)
+
+
+def _json_field(raw: Any, field: str, dialect: str) -> Any:
+    """A field of a JSON object stored as text, extracted by the database."""
+    if dialect == "postgresql":
+        return sa.cast(raw, sa.JSON)[field].as_string()  # CAST(... AS JSON) ->> 'field'
+    return sa.func.json_extract(raw, f"$.{field}")  # SQLite, MySQL
+
+
+def _elapsed_s(start: Any, end: Any, dialect: str) -> Any:
+    """Seconds from ``start`` to ``end`` (NULL when either is), to the microsecond, in the database's dialect."""
+    if dialect == "postgresql":
+        return sa.cast(sa.extract("epoch", end - start), sa.Float)
+    if dialect == "sqlite":  # SQLAlchemy stores "YYYY-MM-DD HH:MM:SS.ffffff": whole seconds, then the fraction
+
+        def whole(t: Any) -> Any:
+            return sa.cast(sa.func.strftime("%s", sa.func.substr(t, 1, 19)), sa.Integer)
+
+        def frac(t: Any) -> Any:
+            return sa.cast(sa.func.substr(t, 20), sa.Float)
+
+        return whole(end) - whole(start) + frac(end) - frac(start)
+    return sa.func.timestampdiff(sa.literal_column("MICROSECOND"), start, end) / 1e6  # MySQL
 
 
 def _curve_lengths(conn: sa.Connection, trial_ids: Sequence[int]) -> dict[int, int]:

@@ -188,7 +188,9 @@ def _from_sql(conn: Any, study: optuna.Study, metric: str) -> tuple[StudyStatus,
     direction = studies.primary_direction(study)
     pairs = queries.trial_numbers(conn, sid)  # (trial_id, number) by number
     ids = [tid for tid, _ in pairs]
-    status = status_from_sql(conn, study, limit=None if len(ids) <= TABLE_ALL else TABLE_ROWS)
+    info = queries.study_info(conn, study.study_name)
+    assert info is not None  # the study was just loaded
+    status = status_from_sql(conn, info, limit=None if len(ids) <= TABLE_ALL else TABLE_ROWS)
     if len(ids) <= TABLE_ALL:  # every trial, listed by number
         status = dataclasses.replace(status, rows=sorted(status.rows, key=lambda r: r.number))
     best = queries.best_trial(conn, sid, direction)

@@ -1,42 +1,50 @@
 """Read-only views of a storage: one study's status, every study's counts.
 
-On a database (Optuna's ``RDBStorage``) they ask SQL for what they show (``hpo.views.queries``): counts and
-the best by aggregates, the trial table by one bounded query, so they stay quick at 10,000 trials. Any other
-storage goes through Optuna's API and ``hpo.views.status.summarize``, which is also the reference the SQL
+On a database they ask SQL for what they show (``hpo.views.queries``): counts, the best and the compute
+totals by aggregates, the trial table by one bounded query, so they stay quick at 10,000 trials. They open one
+plain connection (``hpo.views._readonly``), not Optuna's ``RDBStorage``: its pool, sessions and version manager
+(which imports Alembic) are half of these commands' start-up. Any other storage (a library caller's in-memory or
+journal storage) goes through Optuna's API and ``hpo.views.status.summarize``, which is also the reference the SQL
 path is tested against.
 
-They only read, so they skip Optuna's schema-version check on open (``check_version=False``: Alembic's
-script directory, read on every open); a schema too old for their queries fails them with a storage error,
-and ``hpo sweep`` (which checks) says to run ``hpo storage upgrade``.
+They only read and skip Optuna's schema-version check; a schema too old for their queries fails them with a
+storage error, and ``hpo sweep`` (which checks) says to run ``hpo storage upgrade``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import optuna
 import sqlalchemy as sa
 
 from hpo import study as studies
+from hpo.errors import StudyNotFoundError
 from hpo.ranking import primary
 from hpo.views import queries
+from hpo.views._readonly import connect
 from hpo.views.status import StudyStatus, TrialRow, summarize
-from storage import opened
 
 
-def study_status(storage_url: str, study_name: str, *, limit: int | None = None) -> StudyStatus:
-    """The status of ``study_name``; ``limit``: only that many trial rows, the best first (None: every trial,
-    by number)."""
-    with opened(storage_url, check_version=False) as storage:  # read-only: see the module doc
-        study = studies.load(storage, study_name)
-        engine = queries.engine_of(storage)
-        if engine is None:
-            return _from_optuna(study, limit)
-        with engine.connect() as conn:
-            return status_from_sql(conn, study, limit=limit)
+def study_status(storage: Any, study_name: str, *, limit: int | None = None) -> StudyStatus:
+    """The status of ``study_name`` in ``storage`` (a URL, or an Optuna storage object); ``limit``: only that
+    many trial rows, the best first (None: every trial, by number)."""
+    if not isinstance(storage, str):
+        return _from_optuna(studies.load(storage, study_name), limit)
+    with connect(storage) as conn:
+        return status_from_sql(conn, find(conn, study_name), limit=limit)
 
 
-def _from_optuna(study: optuna.Study, limit: int | None) -> StudyStatus:
+def find(conn: sa.Connection, name: str) -> queries.StudyInfo:
+    """Study ``name``, or ``StudyNotFoundError`` listing the studies that do exist (as ``hpo.study.load``)."""
+    info = queries.study_info(conn, name)
+    if info is None:
+        names = sorted(queries.study_names(conn))
+        known = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "") if names else "none"
+        raise StudyNotFoundError(f"study {name!r} not found (studies in this storage: {known})")
+    return info
+
+
+def _from_optuna(study: Any, limit: int | None) -> StudyStatus:
     return summarize(
         study.study_name,
         str(study.user_attrs.get(studies.ATTR_METRIC, "value")),
@@ -48,17 +56,30 @@ def _from_optuna(study: optuna.Study, limit: int | None) -> StudyStatus:
     )
 
 
-def status_from_sql(conn: sa.Connection, study: optuna.Study, *, limit: int | None = None) -> StudyStatus:
+def objectives_of(info: queries.StudyInfo) -> list[str]:
+    """``hpo.study.objectives`` from the study's attrs: hpo's record, else its metric (or value), value1, ..."""
+    recorded = info.attrs.get(studies.ATTR_OBJECTIVES)
+    if recorded:
+        return [str(m) for m in recorded]
+    metric = str(info.attrs.get(studies.ATTR_METRIC, "value"))
+    return [metric] + [f"value{i}" for i in range(1, len(info.directions))]
+
+
+def status_from_sql(conn: sa.Connection, info: queries.StudyInfo, *, limit: int | None = None) -> StudyStatus:
     """``summarize``'s numbers for a study in a database, by SQL: no trial's curve is read, and params only
-    for the rows shown, the best trial and the Pareto front."""
-    sid = study._study_id
-    direction = studies.primary_direction(study)
-    directions = [d.name.lower() for d in study.directions]
-    objectives = studies.objectives(study)
-    every = queries.facts(conn, sid, reasons=limit is None)
-    totals = queries.totals(every)
-    shown = every
-    if limit is not None:  # the best ``limit`` trials, and only their fail reasons
+    for the rows shown, the best trial and the Pareto front. With ``limit``, counts and totals are aggregates
+    (no row per trial leaves the database); without, every trial's row is read anyway and they are summed
+    from those."""
+    sid = info.study_id
+    directions = info.directions
+    direction = directions[0]
+    objectives = objectives_of(info)
+    if limit is None:
+        shown = queries.facts(conn, sid)
+        totals = queries.totals(shown)
+        counts = queries.state_counts(conn, sid)[sid]
+    else:  # the best ``limit`` trials, and only their fail reasons
+        counts, totals = queries.study_totals(conn, sid)
         top = queries.top_trial_ids(conn, sid, direction, limit)
         by_id = {f.trial_id: f for f in queries.facts(conn, sid, top)} if top else {}
         shown = [by_id[tid] for tid in top]
@@ -69,17 +90,17 @@ def status_from_sql(conn: sa.Connection, study: optuna.Study, *, limit: int | No
     params = queries.params_of(conn, sorted({*shown_ids, *front, *([best[0]] if best else [])}))
     rows = [_row(f, params[f.trial_id]) for f in shown]
     return StudyStatus(
-        study=study.study_name,
-        metric=str(study.user_attrs.get(studies.ATTR_METRIC, "value")),
+        study=info.name,
+        metric=str(info.attrs.get(studies.ATTR_METRIC, "value")),
         direction=direction,
-        counts=queries.state_counts(conn, sid)[sid],
+        counts=counts,
         best=None if best is None else {"number": best[1], "value": best[2], "params": params[best[0]]},
         trial_seconds=totals.trial_seconds,
         epochs_run=totals.epochs_run,
         epochs_budget=totals.epochs_budget,
         epochs_saved=totals.epochs_saved,
         saved_fraction=totals.saved_fraction,
-        n_trials=len(every),
+        n_trials=sum(counts.values()),
         rows=rows,
         objectives=objectives if len(directions) > 1 else [],
         pareto=[
@@ -102,18 +123,16 @@ def _row(f: queries.Facts, params: dict[str, Any]) -> TrialRow:
     )
 
 
-def list_studies(storage_url: str) -> list[dict[str, Any]]:
-    """Every study with its direction, metric, trial counts by state and best value (SQL aggregates over all
-    studies at once on a database)."""
-    with opened(storage_url, check_version=False) as storage:  # read-only: see the module doc
-        engine = queries.engine_of(storage)
-        if engine is None:
-            return _list_from_optuna(storage)
-        with engine.connect() as conn:
-            found = queries.list_studies(conn)
-            counts = queries.state_counts(conn)
-            best = queries.best_per_study(conn, {s.study_id: s.directions[0] for s in found})
-    empty = {s.name: 0 for s in optuna.trial.TrialState}
+def list_studies(storage: Any) -> list[dict[str, Any]]:
+    """Every study in ``storage`` (a URL, or an Optuna storage object) with its direction, metric, trial counts
+    by state and best value (SQL aggregates over all studies at once on a database)."""
+    if not isinstance(storage, str):
+        return _list_from_optuna(storage)
+    with connect(storage) as conn:
+        found = queries.list_studies(conn)
+        counts = queries.state_counts(conn)
+        best = queries.best_per_study(conn, {s.study_id: s.directions[0] for s in found})
+    empty = {s: 0 for s in queries.STATES}
     rows = []
     for s in found:
         c = counts.get(s.study_id, empty)
@@ -133,6 +152,8 @@ def list_studies(storage_url: str) -> list[dict[str, Any]]:
 
 
 def _list_from_optuna(storage: Any) -> list[dict[str, Any]]:
+    import optuna
+
     rows = []
     for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
         study = optuna.load_study(study_name=s.study_name, storage=storage)
