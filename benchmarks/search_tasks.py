@@ -32,9 +32,12 @@ SHAPES_ROOT = Path("~/.cache/hpo/bench-data").expanduser()
 TUNING_SEEDS = (1000, 1001, 1002, 1003)
 CLAIM_SEEDS = (0, 1, 2, 3, 4)
 
-EPOCHS = 4  # the quickstart trains 6; 4 keeps P5's 2,000 trials within about 40 minutes on 2 cores
-MAX_TRAIN_SAMPLES = 200
+EPOCHS = 4  # the quickstart trains 6; 4 keeps P5's 2,000 trials within about 30 minutes on 2 cores
+MAX_TRAIN_SAMPLES = 200  # the tuning pool's
 MAX_VAL_SAMPLES = 150
+#: P5's sizes: 2,000 trials must fit in about 30 minutes on 2 cores
+CLAIM_TRAIN_SAMPLES = 120
+CLAIM_VAL_SAMPLES = 100
 SHAPES_PER_CLASS = 160
 #: the quickstart's space scaled to the subsample: its batch sizes [32, 64, 128] on ~580 training images
 #: give 18/9/4.5 steps per epoch; [16, 32, 64] on 200 give 12.5/6/3
@@ -61,42 +64,45 @@ class Task:
         return train
 
 
+def _sized(train: dict[str, Any], n_train: int, n_val: int) -> dict[str, Any]:
+    train["dataset"] = {**train["dataset"], "max_train_samples": n_train, "max_val_samples": n_val}
+    return train
+
+
 def _base_train() -> dict[str, Any]:
     train: dict[str, Any] = yaml.safe_load(QUICKSTART.read_text())["train"]
     train.update(epochs=EPOCHS, image_size=32, num_workers=0, weights=str(PRETRAINED))
     return train
 
 
-def digits() -> Task:
+def digits(n_train: int = MAX_TRAIN_SAMPLES, n_val: int = MAX_VAL_SAMPLES) -> Task:
     """The quickstart's task: digits 5-9, subsampled."""
-    train = _base_train()
-    train["dataset"] = {
-        **train["dataset"],
-        "max_train_samples": MAX_TRAIN_SAMPLES,
-        "max_val_samples": MAX_VAL_SAMPLES,
-    }
+    train = _sized(_base_train(), n_train, n_val)
     return Task("digits", train, classes=len(train["dataset"]["classes"]))
 
 
-def shapes(kinds: tuple[str, ...], name: str, per_class: int = SHAPES_PER_CLASS) -> Task:
+def shapes(
+    kinds: tuple[str, ...],
+    name: str,
+    per_class: int = SHAPES_PER_CLASS,
+    n_train: int = MAX_TRAIN_SAMPLES,
+    n_val: int = MAX_VAL_SAMPLES,
+) -> Task:
     """Shapes of ``kinds`` written offline as an ImageFolder (made on first use, then cached)."""
     from benchmarks.shapes import write_imagefolder
 
     root = write_imagefolder(SHAPES_ROOT / name, kinds, per_class, size=32, seed=0)
     train = _base_train()
-    train["dataset"] = {
-        "type": "imagefolder",
-        "path": str(root),
-        "max_train_samples": MAX_TRAIN_SAMPLES,
-        "max_val_samples": MAX_VAL_SAMPLES,
-    }
-    return Task(name, train, classes=len(kinds))
+    train["dataset"] = {"type": "imagefolder", "path": str(root)}
+    return Task(name, _sized(train, n_train, n_val), classes=len(kinds))
 
 
 def claim_tasks() -> list[Task]:
     from benchmarks.shapes import CLAIM_KINDS
 
-    return [digits(), shapes(CLAIM_KINDS, "shapes", per_class=240)]  # 1,200 images: ~360 held out for test
+    n, v = CLAIM_TRAIN_SAMPLES, CLAIM_VAL_SAMPLES
+    # shapes: 1,200 images, about 360 held out for test
+    return [digits(n, v), shapes(CLAIM_KINDS, "shapes", per_class=240, n_train=n, n_val=v)]
 
 
 def tuning_task() -> Task:
