@@ -173,3 +173,25 @@ def test_duration_falls_back_to_timestamps(tmp_path: Path) -> None:
         assert f.number == t.number and f.epochs_run == len(t.intermediate_values) and f.max_epochs is None
         if t.datetime_complete is not None and t.datetime_start is not None:
             assert f.duration_s == pytest.approx((t.datetime_complete - t.datetime_start) / dt.timedelta(seconds=1))
+
+
+def test_read_commands_create_nothing_and_name_what_is_missing(tmp_path: Path) -> None:
+    """The read path opens no Optuna storage: a missing file stays missing, an empty database is named as
+    such, and an unknown study lists the ones there are."""
+    from hpo.errors import StudyNotFoundError
+    from storage import StorageError
+
+    missing = tmp_path / "none.db"
+    with pytest.raises(StorageError, match="no such file"):
+        list_studies(f"sqlite:///{missing}")
+    assert not missing.exists()
+    empty = tmp_path / "empty.db"
+    import sqlite3
+
+    sqlite3.connect(empty).close()
+    with pytest.raises(StorageError, match="holds no Optuna study yet"):
+        study_status(f"sqlite:///{empty}", "x")
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+    _single(url, "hpo", hpo_attrs=True)
+    with pytest.raises(StudyNotFoundError, match=r"study 'nope' not found \(studies in this storage: hpo\)"):
+        study_status(url, "nope")

@@ -125,9 +125,13 @@ PLOT_ALL = 300
 PLOT_SAMPLE = 300
 PLOT_BEST = 100
 CURVES = 100
+#: Past PLOT_ALL, the parallel coordinates and the slice plot draw this many of the sample (the best half of
+#: them, the rest spread): they draw a line (a point per parameter) per trial, and the parallel coordinates a
+#: plotly trace per trial (about 500 bytes each: 148 KB of a 10,000-trial report at 300).
+PLOT_DETAIL = 100
 #: Past this many trials, the trial table lists the best ``TABLE_ROWS`` only (``hpo status --limit 0`` lists all).
 TABLE_ALL = 300
-TABLE_ROWS = 200
+TABLE_ROWS = 100
 #: fANOVA's random forest: Optuna's default 64 trees up to ``IMPORTANCE_FULL`` COMPLETE trials with parameters,
 #: ``IMPORTANCE_TREES`` past it. Its cost grows with trees x trials (300 trials x 64 trees: about 6 s on a busy
 #: 2-core machine, the bulk of a large study's report; 16 trees: a quarter of that, the same ranking on P9's study).
@@ -204,9 +208,10 @@ def _from_sql(conn: Any, study: optuna.Study, metric: str) -> tuple[StudyStatus,
         note = (
             f"This study has {len(ids):,} trials: the plots draw {len(chosen):,} of them, the {PLOT_BEST} with the "
             f"best {metric}{' and the Pareto front' if front else ''} and the rest spread evenly over the others by "
-            f"trial number; the learning curves {min(CURVES, len(chosen))} of those, and the parameter importances "
-            f"are estimated from the same {len(chosen):,} trials. The summary, the best trial and the counts are over "
-            f"all {len(ids):,} trials, and so is the optimization history's best-value line."
+            f"trial number; the learning curves {min(CURVES, len(chosen))} of those and the parallel coordinates and "
+            f"slice plots {min(PLOT_DETAIL, len(chosen))} (the best half of them, the rest spread); the parameter "
+            f"importances are estimated from the same {len(chosen):,} trials. The summary, the best trial and the "
+            f"counts are over all {len(ids):,} trials, and so is the optimization history's best-value line."
         )
     # the sample (or, drawing every trial, just the best) through Optuna's own loader, filtered by id: ids up
     # to the study's last one, and none after it (``_get_trials`` reads ``id IN (...) OR id > last``)
@@ -218,10 +223,14 @@ def _from_sql(conn: Any, study: optuna.Study, metric: str) -> tuple[StudyStatus,
     config = None if best_trial is None else studies.trial_train_config(best_trial)
     if note is None:
         return status, build_plots(study, metric), Sampled(None, config)
-    curves = SampledStudy(study, sample_trials(trials, [t for t in top if t in wanted], CURVES))
+    best_ids = [t for t in top if t in wanted]
+    curves = SampledStudy(study, sample_trials(trials, best_ids, CURVES))
+    detail = SampledStudy(study, sample_trials(trials, best_ids, PLOT_DETAIL))
     points = [nv for nv in queries.complete_values(conn, sid, 1).values() if math.isfinite(nv[1][0])]
     history = _history(trials, sorted((n, v[0]) for n, v in points), direction, metric)
-    plots = build_plots(SampledStudy(study, trials), metric, curve_study=curves, drawn={"history": history})
+    plots = build_plots(
+        SampledStudy(study, trials), metric, curve_study=curves, detail_study=detail, drawn={"history": history}
+    )
     return status, [_compact(p) for p in plots], Sampled(note, config)
 
 
@@ -307,15 +316,18 @@ def build_plots(
     metric: str,
     *,
     curve_study: optuna.Study | None = None,
+    detail_study: optuna.Study | None = None,
     drawn: Mapping[str, Plot] | None = None,
 ) -> list[Plot]:
     """Optuna's plots of ``study`` (plotly), each as an HTML fragment without plotly.js, or a note; the
-    learning curves those of ``curve_study`` (a smaller sample of a large study) when given, and ``drawn``'s
-    plots (by key) in place of Optuna's (which are then not drawn at all)."""
+    learning curves those of ``curve_study`` and the parallel coordinates and slice plots those of
+    ``detail_study`` (smaller samples of a large study) when given, and ``drawn``'s plots (by key) in place of
+    Optuna's (which are then not drawn at all)."""
     from optuna import visualization as vis
 
     trials = study.get_trials(deepcopy=False)
     curve_study = curve_study or study
+    detail_study = detail_study or study
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     with_params = [t for t in complete if t.params]
     curves = [t for t in trials if t.intermediate_values and t.state != TrialState.FAIL]
@@ -353,11 +365,11 @@ def build_plots(
         ),
         "parallel": (
             None if with_params else needs_complete + " with parameters",
-            lambda: vis.plot_parallel_coordinate(study, target=target, target_name=metric),
+            lambda: vis.plot_parallel_coordinate(detail_study, target=target, target_name=metric),
         ),
         "slice": (
             None if with_params else needs_complete + " with parameters",
-            lambda: vis.plot_slice(study, target=target, target_name=metric),
+            lambda: vis.plot_slice(detail_study, target=target, target_name=metric),
         ),
     }
     captions = {
