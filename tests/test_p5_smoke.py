@@ -4,6 +4,7 @@ Optuna) trains real trials, each finished trial gets a test accuracy, and the su
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 from pathlib import Path
 
@@ -36,4 +37,7 @@ def test_p5_harness_runs_every_arm_and_scores_on_test(pg_server: str, tmp_path: 
         "(b) vs (a): final test acc (mean of runs)",
         "(b) vs (d) Ray Tune ASHA: anytime area (test acc)",
     }
-    assert (tmp_path / "p5.png").stat().st_size > 1000
+    if importlib.util.find_spec("matplotlib") is None:  # the bench extra draws it; the dev extra lacks it
+        assert any("not drawn" in note for note in result.notes)
+    else:
+        assert (tmp_path / "p5.png").stat().st_size > 1000

@@ -248,7 +248,7 @@ def test_completed_rungs_reads_optunas_attrs() -> None:
     ("data", "expected"),
     [
         ("none", None),
-        ({}, MedianRule(5, 2, 1, 1)),  # hpo's median default: no pruning at epoch 1
+        ({}, MedianRule(2, 2, 1, 1)),  # hpo's median default (tune_defaults): after 2 trials, from epoch 2
         ({"type": "percentile", "percentile": 25}, PercentileRule(percentile=25.0)),
         ({"type": "percentile", "percentile": 25, "n_min_trials": 3}, PercentileRule(percentile=25.0, n_min_trials=3)),
         ("successive_halving", SuccessiveHalvingRule()),
