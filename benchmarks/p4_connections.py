@@ -35,7 +35,7 @@ GOAL = 4
 EPOCHS = 5
 CPUS = 0.25  # per trial (hpo) and per worker process (the baselines)
 N_STARTUP_TRIALS = 5
-SIZES = {False: ((1, 2, 4, 8), 24), True: ((2, 8), 16)}  # quick -> (parallelisms, trials per run)
+SIZES = {False: ((1, 2, 4, 8), 24), True: ((2, 8), 8)}  # quick -> (parallelisms, trials per run)
 SIDES = ("hpo", "per_worker", "grpc_proxy")
 _URL_ENV = "HPO_BENCH_P4_PROXY_URL"
 
