@@ -41,6 +41,7 @@ from benchmarks.common import (
     Result,
     Row,
     fresh_database,
+    insert_complete_trials,
     interleaved,
     median,
     ms,
@@ -129,7 +130,6 @@ def build_study(url: str, name: str, n_trials: int, seed: int = 0, rungs: RungAt
     import optuna
     from optuna.distributions import FloatDistribution, distribution_to_json
     from optuna.storages._rdb import models
-    from optuna.trial import TrialState
 
     start = time.perf_counter()
     rng = random.Random(seed)
@@ -142,27 +142,11 @@ def build_study(url: str, name: str, n_trials: int, seed: int = 0, rungs: RungAt
         now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
         finite_iv = models.TrialIntermediateValueModel.TrialIntermediateValueType.FINITE
         finite_v = models.TrialValueModel.TrialValueType.FINITE
-        trials_t = models.TrialModel.__table__
         batch = 2000
         with engine.begin() as conn:
             for first in range(0, n_trials, batch):
                 numbers = range(first, min(first + batch, n_trials))
-                rows = [
-                    {
-                        "number": n,
-                        "study_id": study_id,
-                        "state": TrialState.COMPLETE,
-                        "datetime_start": now,
-                        "datetime_complete": now,
-                    }
-                    for n in numbers
-                ]
-                ids = [
-                    r[0]
-                    for r in conn.execute(
-                        trials_t.insert().returning(trials_t.c.trial_id, sort_by_parameter_order=True), rows
-                    )
-                ]
+                ids = insert_complete_trials(conn, study_id, numbers, lambda n: (now, now))
                 ivs, values, params, attrs = [], [], [], []
                 for number, tid in zip(numbers, ids, strict=True):
                     quality = rng.uniform(0.2, 0.95)

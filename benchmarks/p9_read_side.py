@@ -34,6 +34,7 @@ from benchmarks.common import (
     Row,
     fmt_ratio,
     fresh_database,
+    insert_complete_trials,
     interleaved,
     median,
     quiet_optuna,
@@ -67,7 +68,6 @@ def build_study(url: str, n_trials: int, seed: int = 0) -> float:
     import optuna
     from optuna.distributions import distribution_to_json
     from optuna.storages._rdb import models
-    from optuna.trial import TrialState
 
     from hpo import study as studies
 
@@ -84,26 +84,15 @@ def build_study(url: str, n_trials: int, seed: int = 0) -> float:
         t0 = datetime.datetime(2026, 11, 1)
         fin_iv = models.TrialIntermediateValueModel.TrialIntermediateValueType.FINITE
         fin_v = models.TrialValueModel.TrialValueType.FINITE
-        trials_t = models.TrialModel.__table__
         with storage.engine.begin() as conn:
             for first in range(0, n_trials, 1000):
                 numbers = range(first, min(first + 1000, n_trials))
-                rows = [
-                    {
-                        "number": n,
-                        "study_id": sid,
-                        "state": TrialState.COMPLETE,
-                        "datetime_start": t0 + datetime.timedelta(seconds=60 * n),
-                        "datetime_complete": t0 + datetime.timedelta(seconds=60 * n + 55),
-                    }
-                    for n in numbers
-                ]
-                ids = [
-                    r[0]
-                    for r in conn.execute(
-                        trials_t.insert().returning(trials_t.c.trial_id, sort_by_parameter_order=True), rows
-                    )
-                ]
+                ids = insert_complete_trials(
+                    conn,
+                    sid,
+                    numbers,
+                    lambda n: (t0 + datetime.timedelta(seconds=60 * n), t0 + datetime.timedelta(seconds=60 * n + 55)),
+                )
                 ivs, values, params, attrs = [], [], [], []
                 for number, tid in zip(numbers, ids, strict=True):
                     p = {
