@@ -44,7 +44,7 @@ GOAL = 1.03  # hpo's whole call over the ideal
 GOAL_VS_TUNE = 1.0  # hpo's whole call over Ray Tune's
 PARALLEL = 2
 CPUS_PER_TRIAL = 1
-SIZES = {False: (48, 5), True: (16, 2)}  # quick -> (trials per run, repeats)
+SIZES = {False: (48, 5), True: (10, 2)}  # quick -> (trials per run, repeats)
 
 
 def run_optuna(url: str, cfg: Any, study_name: str, n_trials: int) -> tuple[float, float]:

@@ -517,8 +517,10 @@ def _notes(result: Result, summary: Mapping[str, Any], total: float) -> None:
         result.notes.append("Goals missed (losses are published as measured): " + "; ".join(losses) + ".")
 
 
-def plot(summary: Mapping[str, Any], path: Path = PNG) -> None:
-    """The mean anytime curve per arm and task (curves of different lengths padded with their last value)."""
+def plot(summary: Mapping[str, Any], path: Path | None = None) -> None:
+    """The mean anytime curve per arm and task (curves of different lengths padded with their last value), to
+    ``path`` (default: ``PNG``, looked up at call time)."""
+    path = path or PNG
     import matplotlib
 
     matplotlib.use("Agg")

@@ -46,7 +46,7 @@ from benchmarks.sweeps import run_hpo, sweep_config
 GOAL_VS_TUNE = 1.0
 PARALLEL = 2
 CPUS_PER_TRIAL = 1
-SIZES = {False: (8, 5), True: (4, 2)}  # quick -> (trials per run, repeats)
+SIZES = {False: (8, 5), True: (3, 2)}  # quick -> (trials per run, repeats)
 QUICKSTART_WEIGHTS = "~/.cache/hpo/pretrained/resnet18-digits04/model.pt"
 PRETRAIN_CONFIG = Path(__file__).resolve().parent.parent / "examples" / "pretrain_digits04.yaml"
 

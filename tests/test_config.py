@@ -31,6 +31,12 @@ BAD = [
     ("low > high", "search_space:\n  lr: {low: 0.1, high: 0.01}\n", [], "search_space.lr: low must be less than high"),
     ("negative lr", "search_space:\n  lr: -0.1\n", [], "train.lr must be > 0"),
     (
+        "negative checkpoint interval",
+        "train: {checkpoint_every_s: -5}\n",
+        [],
+        "train.checkpoint_every_s: must be a number of seconds >= 0 (0: after every epoch), got -5",
+    ),
+    (
         "log range with 0",
         "search_space:\n  weight_decay: {low: 0, high: 0.1, log: true}\n",
         [],

@@ -79,6 +79,7 @@ PATHS = [
     "train.dataset.max_train_samples",
     "train.label_smoothing",
     "train.amp",
+    "train.checkpoint_every_s",
     "unknown_key",
     "train.unknown",
     "study.ünïcödé",

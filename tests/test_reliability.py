@@ -44,6 +44,7 @@ train:
   weights: {weights}
   dataset: {{type: digits, classes: [5, 6, 7, 8, 9], max_train_samples: 160, max_val_samples: 60}}
   epochs: {epochs}
+  checkpoint_every_s: 0  # a checkpoint per epoch: the retries below resume from the last one
 {extra}"""
     )
     return path

@@ -175,6 +175,9 @@ class TrainConfig:
     num_workers: NumWorkers = "auto"  # DataLoader workers; auto follows the trial CPUs (data.resolve_num_workers)
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     latency_batch: int = 0  # > 0: measure latency_ms, the median forward time of a batch this size, after training
+    # with a checkpoint folder (sweep trials): save after an epoch once this many seconds of training have passed
+    # since the last save; 0: after every epoch. A retried trial redoes at most this much work plus one epoch.
+    checkpoint_every_s: float = 30.0
 
     def __post_init__(self) -> None:
         _check(bool(self.model), "model", self.model, "must name a model")
@@ -190,6 +193,12 @@ class TrainConfig:
             "latency_batch",
             self.latency_batch,
             "must be an integer between 0 (not measured) and 4096",
+        )
+        _check(
+            _finite(self.checkpoint_every_s) and self.checkpoint_every_s >= 0,
+            "checkpoint_every_s",
+            self.checkpoint_every_s,
+            "must be a number of seconds >= 0 (0: after every epoch)",
         )
         _check(
             isinstance(self.epochs, int) and 1 <= self.epochs <= 100_000,

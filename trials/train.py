@@ -424,8 +424,9 @@ def fit(
 
     After every epoch ``reporter(epoch, metrics)`` is called; ``"prune"`` stops the run (status
     ``pruned``). Early stopping on ``config.metric`` ends it with status ``early_stopped``. With a
-    ``checkpoint_dir`` the run is saved after every epoch (before it is reported) and a later call
-    with the same config resumes it, first replaying the saved epochs through the reporter.
+    ``checkpoint_dir`` the run is saved after an epoch (before it is reported) once
+    ``config.checkpoint_every_s`` seconds of training have passed since the last save (0: every epoch), and
+    a later call with the same config resumes it, first replaying the saved epochs through the reporter.
     ``num_threads`` (the trial's CPUs) sets torch's CPU threads (CPU only) and what ``num_workers: auto``
     follows. The returned model holds the best epoch's weights unless the run was pruned.
 
@@ -530,6 +531,7 @@ def fit(
         timings.setdefault("first_step_at", time.time())
 
     patience = config.early_stopping.patience
+    last_saved = time.perf_counter()  # training time since then decides the next checkpoint (checkpoint_every_s)
     for epoch in range(resumed_from + 1, config.epochs + 1):
         frozen = epoch <= config.freeze_backbone_epochs
         _set_trainable(backbone, not frozen)
@@ -568,11 +570,12 @@ def fit(
         stop = early_stopping.should_stop(run.tracker, patience) and epoch < config.epochs
         if stop or epoch == config.epochs:
             run.finished = "early_stopped" if stop else "completed"
-        if ckpt_path is not None:
+        if ckpt_path is not None and t2 - last_saved >= config.checkpoint_every_s:
             _save_checkpoint(
                 ckpt_path, config, run, model, optimizer, scheduler, generator, data.num_classes, list(data.class_names)
             )
-            timings["checkpoint_s"] += time.perf_counter() - t2
+            last_saved = time.perf_counter()
+            timings["checkpoint_s"] += last_saved - t2
         log(
             f"epoch {epoch}/{config.epochs} train_loss={entry['train_loss']:.4f} "
             f"val_loss={entry['val_loss']:.4f} val_acc={entry['val_acc']:.4f} lr={entry['lr']:.3g} "

@@ -21,6 +21,7 @@ TINY: dict[str, Any] = {
     "lr": 3e-3,
     "aug_strength": 0.0,
     "early_stopping": {"patience": None},
+    "checkpoint_every_s": 0,  # the checkpoint and resume tests look at every epoch's checkpoint
 }
 
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 from PIL import Image
 from sklearn.datasets import load_digits, load_sample_images
+from torchvision.transforms import v2
 
-from trials.augment import AUGMENT_TABLE, eval_transform, train_transform
+from trials.augment import AUGMENT_TABLE, ColorJitter, eval_transform, is_gray, train_transform
 from trials.errors import TrainConfigError
 
 
@@ -69,3 +70,24 @@ def test_table_names_a_transform_of_the_pipeline() -> None:
     pipeline = repr(train_transform(1.0, 32))
     for name, how in AUGMENT_TABLE:
         assert name in pipeline and "s" in how
+
+
+def test_color_jitter_on_grayscale_images_draws_what_torchvision_draws(images: list[torch.Tensor]) -> None:
+    """Saturation and hue are left out on equal-channel images only: the result is distributed as torchvision's
+    full ColorJitter's (per-image mean and contrast over many draws), stays gray, and colour images still get
+    their hue changed."""
+    digits, photo = images[:8], images[-1]
+    assert all(is_gray(x) for x in digits) and not is_gray(photo)
+    ours, stock = ColorJitter(0.4, 0.4, 0.4, 0.1), v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)
+
+    def stats(jitter: torch.nn.Module) -> tuple[float, float]:
+        torch.manual_seed(0)
+        outs = [jitter(x).float() for _ in range(60) for x in digits]
+        assert all(is_gray(o) for o in outs)
+        return float(np.mean([o.mean().item() for o in outs])), float(np.mean([o.std().item() for o in outs]))
+
+    (m1, s1), (m2, s2) = stats(ours), stats(stock)
+    assert abs(m1 - m2) < 0.03 * m2 and abs(s1 - s2) < 0.03 * s2, ((m1, s1), (m2, s2))
+    torch.manual_seed(0)
+    hues = [ColorJitter(0.0, 0.0, 0.0, 0.1)(photo) for _ in range(5)]
+    assert any(not torch.equal(h, photo) for h in hues)  # colour images: hue is applied

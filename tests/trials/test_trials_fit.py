@@ -122,6 +122,24 @@ def test_interrupted_run_resumes_to_the_same_result(
     assert states_equal(resumed.model.state_dict(), result.model.state_dict())
 
 
+def test_checkpoints_wait_for_checkpoint_every_s(tiny_config: Callable[..., TrainConfig], tmp_path: Path) -> None:
+    """Epochs shorter than the interval write no checkpoint: an interrupted run starts again from epoch 1."""
+    config = tiny_config(epochs=3, checkpoint_every_s=3600)
+    saved: list[bool] = []
+
+    def crash(epoch: int) -> None:
+        saved.append((tmp_path / "checkpoint.pt").exists())
+        if epoch == 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        fit(config, Recorder(on=crash), tmp_path)
+    assert saved == [False, False]
+    result = fit(config, Recorder(), tmp_path)
+    assert result.resumed_from_epoch == 0 and result.epochs_run == 3 and result.timings["checkpoint_s"] == 0.0
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
 def test_finished_run_is_replayed_not_retrained(full_run: tuple[FitResult, Path, TrainConfig]) -> None:
     result, directory, config = full_run
     reporter = Recorder()
