@@ -403,12 +403,10 @@ def _report(result: Result, comparison: Comparison, runs: dict[str, list[dict[st
             comparison=whole if with_tune else None,
         )
     )
-    for key, label in PARTS.items():
-        if key == "useful":
-            continue
-        h = median([r["fractions"][key] for r in runs["hpo"]])
+    parts = {k: median([r["fractions"][k] for r in runs["hpo"]]) for k in PARTS if k != "useful"}  # hpo's medians
+    for key, h in parts.items():
         b = median([r["fractions"][key] for r in runs["ray_tune"]]) if with_tune else float("nan")
-        result.rows.append(Row(f"of wall x slots: {label}", "information", f"{h:.3f}", f"{b:.3f}", "", None))
+        result.rows.append(Row(f"of wall x slots: {PARTS[key]}", "information", f"{h:.3f}", f"{b:.3f}", "", None))
     result.raw = {"trials": trials, "runs": runs, "comparison": comparison.as_dict(), "walls": walls.as_dict()}
     first = runs["hpo"][0]["trials"]
     steps_s = sum(r["timings"]["train_s"] + r["timings"]["eval_s"] for r in first) / max(1, len(first))
@@ -422,7 +420,7 @@ def _report(result: Result, comparison: Comparison, runs: dict[str, list[dict[st
         "`num_workers: auto` starts no DataLoader worker) is shown apart and is the same work on both sides.",
         "hpo's trial workers are Ray tasks reused across trials and sweeps on a long-lived Ray; Tune starts its two "
         "trainable actors for each `Tuner.fit` (and reuses them across that experiment's trials).",
-        f"{len(trials)} trials x 5 repeats rather than the 24 trials first planned: at 24, 5 pairs of sweeps take "
+        f"{len(trials)} trials x {comparison.repeats} repeats rather than the 24 trials first planned: at 24, 5 pairs of sweeps take "
         "about 52 minutes on 2 cores. Fewer trials weigh the fixed costs (worker start, the last trial's idle slot) "
         "more, on both sides.",
         "Two changes to `trials` that both sides run, from this benchmark's breakdown: checkpoints after an epoch "
@@ -431,7 +429,6 @@ def _report(result: Result, comparison: Comparison, runs: dict[str, list[dict[st
         "and hue out on grayscale images, where they change nothing (they were 1.2 of the 2.6 ms of augmentation "
         "per 32 px digit).",
     ]
-    parts = {k: median([r["fractions"][k] for r in runs["hpo"]]) for k in PARTS if k != "useful"}
     biggest = max(parts, key=lambda k: parts[k])
     result.notes.append(
         f"hpo's largest part besides useful work: {PARTS[biggest]}, {parts[biggest]:.3f} of wall x slots."
