@@ -421,8 +421,8 @@ def _report(result: Result, comparison: Comparison, runs: dict[str, list[dict[st
         "hpo's trial workers are Ray tasks reused across trials and sweeps on a long-lived Ray; Tune starts its two "
         "trainable actors for each `Tuner.fit` (and reuses them across that experiment's trials).",
         f"{len(trials)} trials x {comparison.repeats} repeats rather than the 24 trials first planned: at 24, "
-        "5 pairs of sweeps take about 52 minutes on 2 cores. Fewer trials weigh the fixed costs (worker start, the last trial's idle slot) "
-        "more, on both sides.",
+        "5 pairs of sweeps take about 52 minutes on 2 cores. Fewer trials weigh the fixed costs (worker start, "
+        "the last trial's idle slot) more, on both sides.",
         "Two changes to `trials` that both sides run, from this benchmark's breakdown: checkpoints after an epoch "
         "once `train.checkpoint_every_s` (30 s) of training has passed, not after every epoch (the quickstart's "
         "epochs take seconds; a per-epoch checkpoint was 0.084 of wall x slots), and ColorJitter leaves saturation "
