@@ -510,7 +510,7 @@ def _rows(
         rows.append(
             Row(
                 f"{kind}: warm p95 report + decision, {n:,} trials (p50 in brackets)",
-                "hpo <= 2x stock (CI gate)" if quick else "lower is better",
+                "hpo <= 2x stock (quick mode)" if quick else "lower is better",
                 f"{ms(s['hpo']['p95'])} ({ms(s['hpo']['p50'])})",
                 f"{ms(s['optuna_warm']['p95'])} ({ms(s['optuna_warm']['p50'])})",
                 warm.fmt_ratio(),

