@@ -180,6 +180,12 @@ class TrainConfig:
     checkpoint_every_s: float = 30.0
 
     def __post_init__(self) -> None:
+        # The first failing check raises, so the order of these two halves is part of the behaviour.
+        self._check_run()
+        self._check_hyperparameters()
+
+    def _check_run(self) -> None:
+        """The run's shape: model, image size, latency measurement, checkpoint cadence, epochs."""
         _check(bool(self.model), "model", self.model, "must name a model")
         if self.image_size is not None:
             _check(
@@ -206,6 +212,9 @@ class TrainConfig:
             self.epochs,
             "must be an integer between 1 and 100000",
         )
+
+    def _check_hyperparameters(self) -> None:
+        """The optimisation settings and the DataLoader worker count."""
         _check(_finite(self.lr) and 0 < self.lr <= 10, "lr", self.lr, "must be > 0 and <= 10")
         _check(
             isinstance(self.batch_size, int) and 1 <= self.batch_size <= 65_536,

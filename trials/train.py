@@ -37,7 +37,7 @@ from trials.checkpoint import (
     set_rng_state,
 )
 from trials.config import TrainConfig
-from trials.data import ImageLoader, load_data, load_test, resolve_num_workers
+from trials.data import DataBundle, ImageLoader, load_data, load_test, resolve_num_workers
 from trials.errors import TrainConfigError, one_line
 from trials.models import backbone_modules, build_model, split_parameters
 from trials.paths import CHECKPOINT_NAME
@@ -440,6 +440,46 @@ def fit(
     t_start = time.perf_counter()
     log = log or _log.info
     timings: dict[str, float] = {"train_s": 0.0, "eval_s": 0.0, "checkpoint_s": 0.0, "report_s": 0.0}
+    parts = _build_parts(config, num_threads, timings)
+    ckpt_path = Path(checkpoint_dir).expanduser() / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    resumed = (
+        _resume(ckpt_path, config, parts.model, parts.optimizer, parts.scheduler, parts.generator, log)
+        if ckpt_path
+        else None
+    )
+    fitting = _Fitting(config, parts, resumed or _Run(), reporter, ckpt_path, log, timings, t_start)
+    replayed = fitting.replay()
+    return replayed if replayed is not None else fitting.train()
+
+
+@dataclass
+class _Parts:
+    """What ``fit`` trains with, built by ``_build_parts``."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    data: DataBundle
+    model: nn.Module
+    backbone: list[nn.Parameter]
+    backbone_bn: Sequence[nn.Module]  # a frozen backbone's BatchNorm layers, kept in eval mode
+    generator: torch.Generator  # the train loader's shuffle order; saved in checkpoints
+    timed_train: _TimedBatches
+    timed_val: _TimedBatches
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    train_loss_fn: nn.Module
+    eval_loss_fn: nn.Module
+
+    @property
+    def on_cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+
+def _build_parts(config: TrainConfig, num_threads: int | None, timings: dict[str, float]) -> _Parts:
+    """Device, data, model, loaders, optimizer and schedule for ``fit``; records ``dataset_s`` and ``model_s``.
+
+    The order is part of the result: the global seed first, then the model's initial weights, then the
+    loader's own generator, so the same config draws the same numbers."""
     device = resolve_device(config.device)
     on_cuda = device.type == "cuda"
     if not on_cuda and num_threads:
@@ -467,23 +507,55 @@ def fit(
     timed_train, timed_val = _TimedBatches(train_loader), _TimedBatches(val_loader)
     optimizer = build_optimizer(config, backbone, head)
     scheduler = build_scheduler(optimizer, config, len(train_loader))
-    train_loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    eval_loss_fn = nn.CrossEntropyLoss()
+    return _Parts(
+        device=device,
+        amp_dtype=amp_dtype,
+        data=data,
+        model=model,
+        backbone=backbone,
+        backbone_bn=backbone_bn,
+        generator=generator,
+        timed_train=timed_train,
+        timed_val=timed_val,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        train_loss_fn=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+        eval_loss_fn=nn.CrossEntropyLoss(),
+    )
 
-    ckpt_path = Path(checkpoint_dir).expanduser() / CHECKPOINT_NAME if checkpoint_dir is not None else None
-    resumed = _resume(ckpt_path, config, model, optimizer, scheduler, generator, log) if ckpt_path else None
-    run = resumed or _Run()
-    resumed_from = len(run.history)
 
-    def result(status: Literal["completed", "early_stopped", "pruned"]) -> FitResult:
+class _Fitting:
+    """One ``fit`` once its parts are built (and a checkpoint, if any, restored): replaying a resumed run's
+    epochs, the epoch loop, and the result. ``timings`` is ``fit``'s dict, filled in as the run goes."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        parts: _Parts,
+        run: _Run,
+        reporter: Reporter | None,
+        ckpt_path: Path | None,
+        log: Callable[[str], None],
+        timings: dict[str, float],
+        t_start: float,
+    ) -> None:
+        self.config, self.parts, self.run = config, parts, run
+        self.reporter, self.ckpt_path, self.log = reporter, ckpt_path, log
+        self.timings, self.t_start = timings, t_start
+        self.resumed_from = len(run.history)
+        self.last_saved = 0.0  # perf_counter at the last save (or the loop's start): see checkpoint_every_s
+
+    def result(self, status: Literal["completed", "early_stopped", "pruned"]) -> FitResult:
+        run, parts, timings = self.run, self.parts, self.timings
+        model = parts.model
         if status != "pruned" and run.best_state is not None:
             model.load_state_dict(run.best_state)
-        _set_trainable(backbone, True)  # hand back an ordinary model, even after a frozen last epoch
+        _set_trainable(parts.backbone, True)  # hand back an ordinary model, even after a frozen last epoch
         best_epoch = run.tracker.best_epoch or len(run.history)  # no valid metric at all: the last epoch
         best = run.history[best_epoch - 1] if best_epoch else {}
-        costs = model_costs(model, config, device) if status != "pruned" else {}
-        timings["train_data_s"], timings["eval_data_s"] = timed_train.seconds, timed_val.seconds
-        timings["total_s"] = time.perf_counter() - t_start
+        costs = model_costs(model, self.config, parts.device) if status != "pruned" else {}
+        timings["train_data_s"], timings["eval_data_s"] = parts.timed_train.seconds, parts.timed_val.seconds
+        timings["total_s"] = time.perf_counter() - self.t_start
         timings.setdefault("setup_s", timings["total_s"])  # no batch trained (a finished run replayed)
         timings.setdefault("first_batch_at", math.nan)
         timings.setdefault("first_step_at", math.nan)
@@ -493,67 +565,106 @@ def fit(
             best_epoch=best_epoch,
             best_metrics={**{k: float(best[k]) for k in METRIC_KEYS if k in best}, **costs},
             history=run.history,
-            resumed_from_epoch=resumed_from,
-            num_classes=data.num_classes,
-            class_names=list(data.class_names),
+            resumed_from_epoch=self.resumed_from,
+            num_classes=parts.data.num_classes,
+            class_names=list(parts.data.class_names),
             model=model,
             timings=timings,
         )
 
-    def ask(epoch: int, entry: Mapping[str, float]) -> str:
+    def ask(self, epoch: int, entry: Mapping[str, float]) -> str:
         t = time.perf_counter()
-        answer = _ask(reporter, epoch, entry)
-        timings["report_s"] += time.perf_counter() - t
+        answer = _ask(self.reporter, epoch, entry)
+        self.timings["report_s"] += time.perf_counter() - t
         return answer
 
-    for entry in list(run.history):  # a resumed run replays its past epochs; the pruner may say stop
-        if ask(int(entry["epoch"]), entry) == PRUNE:
-            del run.history[int(entry["epoch"]) :]
-            run.tracker = early_stopping.Tracker()  # the best epoch is now the best of what is kept
-            for kept in run.history:
-                run.tracker = early_stopping.update(
-                    run.tracker,
-                    int(kept["epoch"]),
-                    kept[config.metric],
-                    mode=config.mode,
-                    min_delta=config.early_stopping.min_delta,
+    def replay(self) -> FitResult | None:
+        """A resumed run replays its past epochs, and the pruner may say stop. The result when the run ends
+        here (pruned now, or finished before it was saved); None when it goes on training."""
+        run, config = self.run, self.config
+        for entry in list(run.history):
+            if self.ask(int(entry["epoch"]), entry) == PRUNE:
+                del run.history[int(entry["epoch"]) :]
+                run.tracker = early_stopping.Tracker()  # the best epoch is now the best of what is kept
+                for kept in run.history:
+                    run.tracker = early_stopping.update(
+                        run.tracker,
+                        int(kept["epoch"]),
+                        kept[config.metric],
+                        mode=config.mode,
+                        min_delta=config.early_stopping.min_delta,
+                    )
+                return self.result("pruned")
+        if run.finished in ("completed", "early_stopped"):
+            return self.result(run.finished)  # type: ignore[arg-type]
+        return None
+
+    def first_batch(self) -> None:
+        if "first_batch_at" not in self.timings:
+            self.timings["first_batch_at"] = time.time()
+            self.timings["setup_s"] = time.perf_counter() - self.t_start
+
+    def first_step(self) -> None:
+        self.timings.setdefault("first_step_at", time.time())
+
+    def train(self) -> FitResult:
+        """The epochs after ``resumed_from`` up to ``config.epochs``: each trained, evaluated, recorded, maybe
+        saved, logged and reported; the run ends early when pruned or early-stopped."""
+        config, log = self.config, self.log
+        patience = config.early_stopping.patience
+        self.last_saved = time.perf_counter()  # training time since then decides the next checkpoint
+        for epoch in range(self.resumed_from + 1, config.epochs + 1):
+            entry, t0, t1, t2 = self.one_epoch(epoch)
+            stop = self.record(epoch, entry)
+            self.maybe_save(t2)
+            log(
+                f"epoch {epoch}/{config.epochs} train_loss={entry['train_loss']:.4f} "
+                f"val_loss={entry['val_loss']:.4f} val_acc={entry['val_acc']:.4f} lr={entry['lr']:.3g} "
+                f"({t1 - t0:.1f}s train, {t2 - t1:.1f}s eval)"
+            )
+            if self.ask(epoch, entry) == PRUNE:
+                log(f"pruned after epoch {epoch}")
+                return self.result("pruned")
+            if stop:
+                log(
+                    f"early stop after epoch {epoch}: no {config.metric} improvement for {patience} epochs "
+                    f"(best epoch {self.run.tracker.best_epoch})"
                 )
-            return result("pruned")
-    if run.finished in ("completed", "early_stopped"):
-        return result(run.finished)  # type: ignore[arg-type]
+                return self.result("early_stopped")
+        return self.result("completed")
 
-    def first_batch() -> None:
-        if "first_batch_at" not in timings:
-            timings["first_batch_at"] = time.time()
-            timings["setup_s"] = time.perf_counter() - t_start
-
-    def first_step() -> None:
-        timings.setdefault("first_step_at", time.time())
-
-    patience = config.early_stopping.patience
-    last_saved = time.perf_counter()  # training time since then decides the next checkpoint (checkpoint_every_s)
-    for epoch in range(resumed_from + 1, config.epochs + 1):
+    def one_epoch(self, epoch: int) -> tuple[dict[str, float], float, float, float]:
+        """Train and evaluate epoch ``epoch``: its history entry, and ``perf_counter`` before training, after
+        training and after evaluation."""
+        parts, config = self.parts, self.config
         frozen = epoch <= config.freeze_backbone_epochs
-        _set_trainable(backbone, not frozen)
+        _set_trainable(parts.backbone, not frozen)
         t0 = time.perf_counter()
         trained = train_one_epoch(
-            model,
-            timed_train,
-            optimizer,
-            scheduler,
-            train_loss_fn,
-            device,
-            amp_dtype=amp_dtype,
-            channels_last=on_cuda,
-            frozen=backbone_bn if frozen else (),
-            on_first_batch=first_batch,
-            on_first_step=first_step,
+            parts.model,
+            parts.timed_train,
+            parts.optimizer,
+            parts.scheduler,
+            parts.train_loss_fn,
+            parts.device,
+            amp_dtype=parts.amp_dtype,
+            channels_last=parts.on_cuda,
+            frozen=parts.backbone_bn if frozen else (),
+            on_first_batch=self.first_batch,
+            on_first_step=self.first_step,
         )
         t1 = time.perf_counter()
-        metrics = evaluate(model, timed_val, eval_loss_fn, device, amp_dtype=amp_dtype, channels_last=on_cuda)
+        metrics = evaluate(
+            parts.model,
+            parts.timed_val,
+            parts.eval_loss_fn,
+            parts.device,
+            amp_dtype=parts.amp_dtype,
+            channels_last=parts.on_cuda,
+        )
         t2 = time.perf_counter()
-        timings["train_s"] += t1 - t0
-        timings["eval_s"] += t2 - t1
+        self.timings["train_s"] += t1 - t0
+        self.timings["eval_s"] += t2 - t1
         entry = {
             "epoch": epoch,
             "val_acc": metrics["val_acc"],
@@ -561,36 +672,42 @@ def fit(
             "train_loss": trained["train_loss"],
             "lr": trained["lr"],
         }
+        return entry, t0, t1, t2
+
+    def record(self, epoch: int, entry: dict[str, float]) -> bool:
+        """Add ``entry`` to the run (history, early-stopping state, best weights, finished); whether early
+        stopping ends the run after this epoch."""
+        run, config = self.run, self.config
         run.history.append(entry)
         run.tracker = early_stopping.update(
             run.tracker, epoch, entry[config.metric], mode=config.mode, min_delta=config.early_stopping.min_delta
         )
         if run.tracker.best_epoch == epoch:
-            run.best_state = cpu_state(model)
-        stop = early_stopping.should_stop(run.tracker, patience) and epoch < config.epochs
+            run.best_state = cpu_state(self.parts.model)
+        stop = early_stopping.should_stop(run.tracker, config.early_stopping.patience) and epoch < config.epochs
         if stop or epoch == config.epochs:
             run.finished = "early_stopped" if stop else "completed"
-        if ckpt_path is not None and t2 - last_saved >= config.checkpoint_every_s:
-            _save_checkpoint(
-                ckpt_path, config, run, model, optimizer, scheduler, generator, data.num_classes, list(data.class_names)
-            )
-            last_saved = time.perf_counter()
-            timings["checkpoint_s"] += last_saved - t2
-        log(
-            f"epoch {epoch}/{config.epochs} train_loss={entry['train_loss']:.4f} "
-            f"val_loss={entry['val_loss']:.4f} val_acc={entry['val_acc']:.4f} lr={entry['lr']:.3g} "
-            f"({t1 - t0:.1f}s train, {t2 - t1:.1f}s eval)"
+        return stop
+
+    def maybe_save(self, t_eval_end: float) -> None:
+        """Save a checkpoint when there is a folder and ``checkpoint_every_s`` of training have passed since
+        the last save, as of ``t_eval_end`` (the epoch's end)."""
+        if self.ckpt_path is None or t_eval_end - self.last_saved < self.config.checkpoint_every_s:
+            return
+        parts = self.parts
+        _save_checkpoint(
+            self.ckpt_path,
+            self.config,
+            self.run,
+            parts.model,
+            parts.optimizer,
+            parts.scheduler,
+            parts.generator,
+            parts.data.num_classes,
+            list(parts.data.class_names),
         )
-        if ask(epoch, entry) == PRUNE:
-            log(f"pruned after epoch {epoch}")
-            return result("pruned")
-        if stop:
-            log(
-                f"early stop after epoch {epoch}: no {config.metric} improvement for {patience} epochs "
-                f"(best epoch {run.tracker.best_epoch})"
-            )
-            return result("early_stopped")
-    return result("completed")
+        self.last_saved = time.perf_counter()
+        self.timings["checkpoint_s"] += self.last_saved - t_eval_end
 
 
 # ---------------------------------------------------------------- the held-out test split

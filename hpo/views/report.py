@@ -323,79 +323,97 @@ def build_plots(
     learning curves those of ``curve_study`` and the parallel coordinates and slice plots those of
     ``detail_study`` (smaller samples of a large study) when given, and ``drawn``'s plots (by key) in place of
     Optuna's (which are then not drawn at all)."""
+    makers = _plot_makers(study, metric, curve_study or study, detail_study or study)
+    plots = []
+    for key, heading in (PARETO, *PLOTS) if len(study.directions) > 1 else PLOTS:
+        if drawn and key in drawn:
+            plots.append(drawn[key])
+            continue
+        skip, make, caption = makers[key]
+        plots.append(Plot(key, heading, note=f"Left out: {skip}.") if skip else _draw(key, heading, make, caption))
+    return plots
+
+
+#: A plot's maker: why it is left out (None: it is drawn), how Optuna draws it, and its caption.
+Maker = tuple[str | None, Callable[[], Any], str | None]
+
+
+def _plot_makers(
+    study: optuna.Study, metric: str, curve_study: optuna.Study, detail_study: optuna.Study
+) -> dict[str, Maker]:
+    """Each plot of ``build_plots`` by key, as a ``Maker``: what it needs from the study, and Optuna's call."""
     from optuna import visualization as vis
 
     trials = study.get_trials(deepcopy=False)
-    curve_study = curve_study or study
-    detail_study = detail_study or study
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     with_params = [t for t in complete if t.params]
     curves = [t for t in trials if t.intermediate_values and t.state != TrialState.FAIL]
     trees = 64 if len(with_params) <= IMPORTANCE_FULL else IMPORTANCE_TREES
     evaluator = optuna.importance.FanovaImportanceEvaluator(n_trees=trees, seed=0)  # seeded: same study, same report
     needs_complete = f"needs a COMPLETE trial (this study has {len(complete)})"
+    needs_params = needs_complete + " with parameters"
     several = len(study.directions) > 1
     # several objectives: the plots of one objective show the primary one (the first), as pruning does
     target: Any = (lambda t: t.values[0]) if several else None
     names = studies.objectives(study)
-    makers: dict[str, tuple[str | None, Callable[[], Any]]] = {
+    of_sample = " of the sample" if isinstance(study, SampledStudy) else ""
+    return {
         "pareto": (
-            None
-            if several and complete and len(names) <= 3
-            else "a single-objective study"
-            if not several
-            else "Optuna draws 2 or 3 objectives"
-            if len(names) > 3
-            else needs_complete,
+            _pareto_left_out(several, len(complete), len(names)),
             lambda: vis.plot_pareto_front(study, target_names=names),
+            None,
         ),
         "history": (
             None if complete else needs_complete,
             lambda: vis.plot_optimization_history(study, target=target, target_name=metric),
+            None,
         ),
         "intermediate": (
             None if curves else "no trial reported intermediate values",
             lambda: _mark_pruned(vis.plot_intermediate_values(curve_study), trials),
+            None,
         ),
         "importance": (
             None
             if len(with_params) >= 2
             else f"needs at least 2 COMPLETE trials with parameters (this study has {len(with_params)})",
             lambda: vis.plot_param_importances(study, evaluator=evaluator, target=target, target_name=metric),
+            f"fANOVA (Optuna's FanovaImportanceEvaluator, {trees} trees, seed 0) over "
+            f"{len(with_params):,} COMPLETE trials{of_sample}.",
         ),
         "parallel": (
-            None if with_params else needs_complete + " with parameters",
+            None if with_params else needs_params,
             lambda: vis.plot_parallel_coordinate(detail_study, target=target, target_name=metric),
+            None,
         ),
         "slice": (
-            None if with_params else needs_complete + " with parameters",
+            None if with_params else needs_params,
             lambda: vis.plot_slice(detail_study, target=target, target_name=metric),
+            None,
         ),
     }
-    captions = {
-        "importance": f"fANOVA (Optuna's FanovaImportanceEvaluator, {trees} trees, seed 0) over "
-        f"{len(with_params):,} COMPLETE trials{' of the sample' if isinstance(study, SampledStudy) else ''}."
-    }
-    plots = []
-    for key, heading in (PARETO, *PLOTS) if several else PLOTS:
-        if drawn and key in drawn:
-            plots.append(drawn[key])
-            continue
-        skip, make = makers[key]
-        if skip is not None:
-            plots.append(Plot(key, heading, note=f"Left out: {skip}."))
-            continue
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # optuna's "experimental" and "no trials" warnings
-                fig = make()
-        except Exception as e:  # one plot that cannot be drawn must not cost the whole report
-            reason = " ".join(str(e).split()) or type(e).__name__
-            plots.append(Plot(key, heading, note=f"Left out: Optuna could not draw it ({reason})."))
-            continue
-        fig.update_layout(height=460, margin={"t": 60, "l": 60, "r": 30, "b": 50})
-        plots.append(Plot(key, heading, html=_fragment(fig, key), caption=captions.get(key)))
-    return plots
+
+
+def _pareto_left_out(several: bool, complete: int, objectives: int) -> str | None:
+    """Why the Pareto front is left out, or None when it is drawn."""
+    if not several:
+        return "a single-objective study"
+    if objectives > 3:
+        return "Optuna draws 2 or 3 objectives"
+    return None if complete else f"needs a COMPLETE trial (this study has {complete})"
+
+
+def _draw(key: str, heading: str, make: Callable[[], Any], caption: str | None) -> Plot:
+    """One of Optuna's plots as a fragment, or a note saying why Optuna could not draw it."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # optuna's "experimental" and "no trials" warnings
+            fig = make()
+    except Exception as e:  # one plot that cannot be drawn must not cost the whole report
+        reason = " ".join(str(e).split()) or type(e).__name__
+        return Plot(key, heading, note=f"Left out: Optuna could not draw it ({reason}).")
+    fig.update_layout(height=460, margin={"t": 60, "l": 60, "r": 30, "b": 50})
+    return Plot(key, heading, html=_fragment(fig, key), caption=caption)
 
 
 def _fragment(fig: Any, key: str) -> str:
