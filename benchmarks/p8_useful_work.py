@@ -173,7 +173,6 @@ def run_hpo_sweep(
     """One hpo sweep of ``trials`` (enqueued in that order); its wall time and per-trial records."""
     import optuna
 
-    import hpo
     from hpo import study as studies
     from hpo.config import load_sweep_config
     from hpo.sweep import run_sweep
@@ -194,9 +193,7 @@ def run_hpo_sweep(
     path.write_text(yaml.safe_dump(data))
     cfg = load_sweep_config(path, storage=url, output_dir=str(workdir / "runs"))
     with opened(url, create_schema=True) as storage:
-        study = studies.create_or_load(
-            storage, name, objectives=cfg.objectives, directions=cfg.directions, version=hpo.__version__
-        )
+        study = studies.create_or_load(storage, name, directions=cfg.directions)
         for params in trials:
             study.enqueue_trial(params)
     start = time.perf_counter()

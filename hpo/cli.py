@@ -1,6 +1,7 @@
 """The ``hpo`` command: a thin layer over the library. Each command validates, calls one library
 function and prints; user mistakes become one line on stderr and exit code 2 (``--debug`` shows the
-traceback), a sweep that could not finish exits 1, an interrupted one 130."""
+traceback), a sweep that could not finish exits 1, one that ``study.timeout`` ended short of its target 3,
+an interrupted one 130 (Ctrl-C) or 143 (SIGTERM)."""
 
 from __future__ import annotations
 
@@ -101,10 +102,27 @@ def sweep(
     no_progress: Annotated[
         bool, typer.Option("--no-progress", help="Plain log lines instead of the live view.")
     ] = False,
+    allow_changes: Annotated[
+        bool,
+        typer.Option(
+            "--allow-changes",
+            help="Continue the study although the config changed what makes its trials comparable (data, model, "
+            "epochs, search space; hpo refuses by default, naming the fields): the change is recorded on the "
+            "study (hpo:changes). Other objectives are refused even so.",
+        ),
+    ] = False,
 ) -> None:
     """Run a sweep, or continue one, until the study has n_trials finished trials.
 
     [bold]Example[/bold]: hpo sweep examples/quickstart.yaml --storage postgresql+psycopg2://hpo@db/hpo --parallel 4
+
+    [bold]Exit codes[/bold]:
+    0: the study reached n_trials (or had them already).
+    1: the sweep could not go on (failure budget, environment, out of GPU memory, storage lost).
+    2: a usage or config error, or another sweep holds the study.
+    3: study.timeout ended the sweep short of n_trials (run it again to continue).
+    130: Ctrl-C.
+    143: SIGTERM (trials still running after drain_timeout are resumed by the next sweep).
     """
     from hpo.config import load_sweep_config
     from hpo.progress import LineObserver
@@ -120,7 +138,13 @@ def sweep(
 
         observer = LiveObserver(metric=cfg.study.metric, target=cfg.study.n_trials)
     try:
-        result = run_sweep(cfg, ray_address=ray_address, observer=observer, enqueue=str(enqueue) if enqueue else None)
+        result = run_sweep(
+            cfg,
+            ray_address=ray_address,
+            observer=observer,
+            enqueue=str(enqueue) if enqueue else None,
+            allow_changes=allow_changes,
+        )
     finally:
         close = getattr(observer, "close", None)
         if close:

@@ -246,6 +246,11 @@ class SweepConfig(_Model):
     parallel: int | None = Field(None, ge=1, le=10_000, description="trials at once; default: what Ray's resources fit")
     max_failures: int = Field(5, ge=0)
     retries: int = Field(0, ge=0, le=100)
+    # 20 s: within Kubernetes' default grace period (30 s) with room to stop, tell and shut Ray down; a trial
+    # stopped then loses only what it trained since its last checkpoint (train.checkpoint_every_s)
+    drain_timeout: float = Field(
+        20.0, ge=0, le=86_400, description="seconds running trials may finish after a SIGTERM before they are stopped"
+    )
     output_dir: str = "runs"
     tensorboard: bool = False  # per-trial TensorBoard runs under <output_dir>/<study>/tensorboard/
     train: TrainConfig = TrainConfig()

@@ -27,6 +27,11 @@ class SweepError(HpoError):
     exit_code = 1
 
 
+class LeaseLostError(SweepError):
+    """This sweep no longer holds its study's lease (another sweep took it over, or it could not be renewed
+    in time): the coordinator refuses every write from then on and the sweep stops."""
+
+
 class VerifyError(HpoError):
     """A run of ``hpo verify`` failed for a reason that is not the user's input (a crash, a lost worker)."""
 
@@ -59,6 +64,7 @@ __all__ = [
     "ClusterError",
     "ConfigError",
     "HpoError",
+    "LeaseLostError",
     "StorageError",
     "StudyBusyError",
     "StudyNotFoundError",

@@ -63,6 +63,31 @@ def descendants(pid: int) -> list[tuple[int, float]]:
     return found
 
 
+def started_with(pid: int, marker: str) -> list[tuple[int, float]]:
+    """The children of process ``pid`` whose command line names ``marker``, and all their descendants, as
+    ``(pid, start time)``: what one call of ``pid`` started (a local Ray names its session folder on the
+    command line of every process it starts), not the other children ``pid`` has (a notebook's own
+    subprocesses). Processes this user may not inspect, zombies and processes that end while being listed
+    are left out."""
+    if pid <= 0 or not marker:
+        return []
+    try:
+        children = psutil.Process(pid).children()
+    except psutil.Error:
+        return []
+    found = []
+    for child in children:
+        try:
+            named = any(marker in arg for arg in child.cmdline())
+        except psutil.Error:
+            continue
+        start = start_time(child.pid) if named else None
+        if start is not None:
+            found.append((child.pid, start))
+            found.extend(descendants(child.pid))
+    return found
+
+
 def terminate(pid: int, start: float, *, force: bool = False) -> bool:
     """Ask process ``pid`` to stop (SIGTERM; SIGKILL with ``force``; TerminateProcess on Windows either
     way) if it is still the one that started at ``start``. True if it was signalled."""

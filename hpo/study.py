@@ -6,19 +6,24 @@ from __future__ import annotations
 import copy
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo import fingerprint as fingerprints
 from hpo.errors import ConfigError, StudyNotFoundError
+from hpo.fingerprint import Change
 from hpo.ranking import better, primary, ranks
 
 #: Study user attrs hpo writes (optuna-dashboard shows them).
 ATTR_METRIC = "metric"
 ATTR_HPO_VERSION = "hpo_version"
 ATTR_OBJECTIVES = "objectives"  # a multi-objective study's objectives, primary first
+ATTR_FINGERPRINT = "hpo:fingerprint"  # what makes its trials comparable (hpo.fingerprint): checked by every sweep
+ATTR_CHANGES = "hpo:changes"  # the fingerprint changes a sweep was allowed (--allow-changes): when, hpo, fields
 ATTR_VERIFY = "hpo:verify"  # the last ``hpo verify`` verdict on the exported best config (a JSON dict)
 #: Trial user attrs hpo writes.
 ATTR_TRAIN_CONFIG = "train_config"
@@ -94,27 +99,93 @@ def make_sampler(
     raise ConfigError(f"study.sampler.name: unknown sampler {name!r}")
 
 
-def create_or_load(
-    storage: Any, name: str, *, objectives: Sequence[str], directions: Sequence[str], version: str
-) -> optuna.Study:
-    """The study ``name``, created if missing; an existing study must optimize the same objectives the same way.
-    One objective: a single-objective study; more: a multi-objective one (the first is the primary)."""
+def create_or_load(storage: Any, name: str, *, directions: Sequence[str]) -> optuna.Study:
+    """The study ``name``, created if missing (one direction: a single-objective study; more: a multi-objective
+    one). Writes nothing to an existing study: ``check_continue`` and ``record_config`` run once the sweep holds
+    the study's lease."""
     wanted: Any = list(directions)
-    study = optuna.create_study(study_name=name, storage=storage, directions=wanted, load_if_exists=True)
-    have = [d.name.lower() for d in study.directions]
-    if have != list(directions):
+    return optuna.create_study(study_name=name, storage=storage, directions=wanted, load_if_exists=True)
+
+
+def check_continue(
+    name: str,
+    attrs: Mapping[str, Any],
+    have_directions: Sequence[str],
+    fingerprint: Mapping[str, Any],
+    *,
+    allow_changes: bool = False,
+) -> list[Change]:
+    """Whether a sweep whose config resolves to ``fingerprint`` may continue study ``name`` (its user ``attrs``
+    and directions): ``ConfigError`` in one line when not, else the changes to record (``allow_changes``).
+
+    Other objectives are refused even with ``allow_changes``: the trials' values would be read as the new
+    objectives. Any other change of the recorded fingerprint is refused unless ``allow_changes``; a study without
+    one (made by an older hpo, or by Optuna) has nothing to compare and gets one. Pure."""
+    values = fingerprint["values"]
+    objectives_problem(name, attrs, have_directions, list(values["study.objectives"]))
+    recorded = attrs.get(ATTR_FINGERPRINT)
+    if not isinstance(recorded, Mapping):
+        return []
+    changes = fingerprints.compare(recorded, fingerprint)
+    if changes and not allow_changes:
+        old_version = recorded.get("hpo_version")
+        raise ConfigError(
+            fingerprints.refusal(name, changes, old_version=old_version, new_version=str(fingerprint["hpo_version"]))
+        )
+    return changes
+
+
+def objectives_problem(name: str, attrs: Mapping[str, Any], have_directions: Sequence[str], wanted: list[str]) -> None:
+    """``ConfigError`` when study ``name`` optimizes other objectives than ``wanted`` (or the same ones in other
+    directions): continuing would relabel its trials' values."""
+    from hpo.config import OBJECTIVES
+
+    directions = [OBJECTIVES[m] for m in wanted]
+    have = [str(d) for d in have_directions]
+    if have != directions:
         field = "study.direction" if len(directions) == 1 and len(have) == 1 else "study.metrics"
-        raise ConfigError(f"{field}: study {name!r} already exists and is to {have}, got {list(directions)}")
-    metric = objectives[0]
-    existing = study.user_attrs.get(ATTR_METRIC)
-    if existing is not None and existing != metric:
-        raise ConfigError(f"study.metric: study {name!r} already exists and optimizes {existing!r}, got {metric!r}")
-    if existing is None:
-        study.set_user_attr(ATTR_METRIC, metric)
-    if len(objectives) > 1:
-        study.set_user_attr(ATTR_OBJECTIVES, list(objectives))
-    study.set_user_attr(ATTR_HPO_VERSION, version)
-    return study
+        raise ConfigError(f"{field}: study {name!r} already exists and is to {have}, got {directions}")
+    existing = attrs.get(ATTR_METRIC)
+    if existing is not None and existing != wanted[0]:
+        raise ConfigError(
+            f"study.metric: study {name!r} already exists and optimizes {existing!r}, got {wanted[0]!r}"
+        )
+    recorded = attrs.get(ATTR_OBJECTIVES) or _recorded_objectives(attrs)
+    if recorded and len(wanted) > 1 and [str(m) for m in recorded] != wanted:
+        raise ConfigError(
+            f"study.metrics: study {name!r} already exists and optimizes {list(recorded)}, got {wanted}: its trials' "
+            f"values would be read as the new objectives; use another --study"
+        )
+
+
+def _recorded_objectives(attrs: Mapping[str, Any]) -> list[str] | None:
+    recorded = attrs.get(ATTR_FINGERPRINT)
+    if isinstance(recorded, Mapping) and isinstance(recorded.get("values"), Mapping):
+        value = recorded["values"].get("study.objectives")
+        return list(value) if isinstance(value, list) else None
+    return None
+
+
+def record_config(study: optuna.Study, fingerprint: Mapping[str, Any], changes: Sequence[Change]) -> None:
+    """Record on ``study`` what a sweep that may continue it (``check_continue``) runs with: metric, objectives,
+    hpo version and fingerprint, and the ``changes`` it was allowed (appended to ``hpo:changes``). Call it only
+    while holding the study's lease."""
+    objectives = [str(m) for m in fingerprint["values"]["study.objectives"]]
+    version = str(fingerprint["hpo_version"])
+    attrs = study.user_attrs
+    if attrs.get(ATTR_METRIC) is None:
+        study.set_user_attr(ATTR_METRIC, objectives[0])
+    if len(objectives) > 1 and attrs.get(ATTR_OBJECTIVES) != objectives:
+        study.set_user_attr(ATTR_OBJECTIVES, objectives)
+    if attrs.get(ATTR_HPO_VERSION) != version:
+        study.set_user_attr(ATTR_HPO_VERSION, version)
+    if changes:
+        when = datetime.now(UTC).isoformat(timespec="seconds")
+        logged = attrs.get(ATTR_CHANGES)
+        entry = fingerprints.change_log_entry(changes, version=version, when=when)
+        study.set_user_attr(ATTR_CHANGES, [*(logged if isinstance(logged, list) else []), entry])
+    if attrs.get(ATTR_FINGERPRINT) != dict(fingerprint):
+        study.set_user_attr(ATTR_FINGERPRINT, dict(fingerprint))
 
 
 def objectives(study: optuna.Study) -> list[str]:

@@ -10,8 +10,9 @@ import sqlalchemy.exc
 
 from storage.errors import StorageError
 
-#: Backends hpo supports, by the dialect part of the URL scheme.
-SUPPORTED_BACKENDS = ("sqlite", "postgresql", "mysql")
+#: Backends hpo supports, by the dialect part of the URL scheme. MySQL is not one: a study's lease and the
+#: schema creation need a lock across processes (``storage.locks``), which hpo has for PostgreSQL and SQLite only.
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 
 # user:password@ in anything that looks like a URL, for text we cannot parse (malformed URLs, driver errors)
 _USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*):(?P<password>[^@\s]*)@")
@@ -22,7 +23,7 @@ class StorageURL:
     """A parsed storage URL. ``str()`` of it is safe to print (password masked)."""
 
     raw: str
-    backend: str  # sqlite | postgresql | mysql
+    backend: str  # sqlite | postgresql
     database: str | None
     password: str | None
 
@@ -49,6 +50,11 @@ def parse_url(url: str) -> StorageURL:
             "postgresql+psycopg2://user:password@host:5432/db"
         ) from e
     backend = parsed.get_backend_name()
+    if backend in ("mysql", "mariadb"):
+        raise StorageError(
+            f"storage URL {mask_url(url)!r}: {parsed.drivername} is not supported (hpo locks a study for one sweep "
+            "with PostgreSQL advisory locks or a local SQLite file); use postgresql+psycopg2://... or sqlite:///..."
+        )
     if backend not in SUPPORTED_BACKENDS:
         raise StorageError(
             f"unsupported storage backend {backend!r} in {mask_url(url)!r}; use one of: {', '.join(SUPPORTED_BACKENDS)}"

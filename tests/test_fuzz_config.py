@@ -61,6 +61,7 @@ PATHS = [
     "parallel",
     "max_failures",
     "retries",
+    "drain_timeout",
     "output_dir",
     "train",
     "train.model",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from hpo.coordinator.messages import FailureKind, Told
-from hpo.sweep.ledger import Ledger, StopReason
+from hpo.sweep.ledger import GPU_MEMORY_STREAK, Ledger, StopReason
 from hpo.sweep.stop import Stopper
 
 
@@ -23,11 +23,13 @@ def _told(number: int, state: str, value: float | None = None) -> Told:
     [
         (StopReason.TARGET_REACHED, 0),
         (StopReason.NOTHING_TO_DO, 0),
-        (StopReason.TIMEOUT, 0),
+        (StopReason.TIMEOUT, 3),  # short of the target: not a success, not a failure, not a usage error (2)
         (StopReason.FAILURE_BUDGET, 1),
         (StopReason.ENVIRONMENT, 1),
+        (StopReason.GPU_MEMORY, 1),
         (StopReason.INTERRUPTED, 130),
         (StopReason.CANCELLED, 130),
+        (StopReason.TERMINATED, 143),
     ],
 )
 def test_every_stop_reason_has_one_exit_code(reason: StopReason, code: int) -> None:
@@ -36,18 +38,21 @@ def test_every_stop_reason_has_one_exit_code(reason: StopReason, code: int) -> N
 
 
 @pytest.mark.parametrize(
-    ("kind", "retryable", "spends", "stops"),
+    ("kind", "retryable", "spends", "stops", "attempt"),
     [
-        (FailureKind.TRIAL, False, True, False),
-        (FailureKind.INFRA, True, True, False),
-        (FailureKind.ENVIRONMENT, False, False, True),
-        (FailureKind.GPU_MEMORY, False, False, False),
-        (FailureKind.INTERRUPTED, False, False, False),
-        (FailureKind.NOT_STARTED, False, False, False),
+        (FailureKind.TRIAL, False, True, False, False),
+        (FailureKind.INFRA, True, True, False, True),  # a worker crash may be the params' doing
+        (FailureKind.LOST, True, False, False, True),  # issue 18: a lost node or driver spends no budget
+        (FailureKind.ENVIRONMENT, False, False, True, False),
+        (FailureKind.GPU_MEMORY, False, False, False, False),
+        (FailureKind.INTERRUPTED, False, False, False, False),
+        (FailureKind.NOT_STARTED, False, False, False, False),
+        (FailureKind.STOPPED, False, False, False, False),  # resumed by the next sweep, not this one
     ],
 )
-def test_failure_kinds_are_data(kind: FailureKind, retryable: bool, spends: bool, stops: bool) -> None:
+def test_failure_kinds_are_data(kind: FailureKind, retryable: bool, spends: bool, stops: bool, attempt: bool) -> None:
     assert (kind.retryable, kind.spends_budget, kind.stops_sweep) == (retryable, spends, stops)
+    assert kind.spends_attempt is attempt
 
 
 @pytest.mark.parametrize(
@@ -127,19 +132,54 @@ def test_the_failure_budget_stops_launching_without_touching_the_users_ctrl_c() 
         (["trial", "trial"], StopReason.FAILURE_BUDGET),
         (["trial"], StopReason.TARGET_REACHED),  # within the budget (max_failures=1)
         (["interrupted", "interrupted", "not started"], StopReason.TARGET_REACHED),  # these spend nothing
+        (["lost", "lost", "stopped", "stopped"], StopReason.TARGET_REACHED),  # issue 18: nor do these
+        (["sigterm"], StopReason.TERMINATED),
+        (["sigterm", "cancel"], StopReason.TERMINATED),  # a second signal after SIGTERM still exits 143
+        (["ctrl-c", "sigterm"], StopReason.TERMINATED),
+        (["deadline", "sigterm"], StopReason.TERMINATED),
+        (["trial", "trial", "sigterm"], StopReason.FAILURE_BUDGET),  # its own reason first
+        (["oom"] * 4, StopReason.TARGET_REACHED),
+        (["oom"] * 5, StopReason.GPU_MEMORY),
+        (["oom", "oom", "oom", "complete", "oom", "oom"], StopReason.TARGET_REACHED),  # a finish resets the run
+        (["oom", "oom", "trial", "oom", "oom", "oom"], StopReason.GPU_MEMORY),  # another failure does not
+        (["deadline", "complete"], StopReason.TIMEOUT),  # short of the target (4)
+        (["deadline"] + ["complete"] * 4, StopReason.TARGET_REACHED),  # the running trials reached it
     ],
 )
 def test_stop_reasons(events: list[str], reason: StopReason) -> None:
     led = _ledger(max_failures=1)
-    kinds = {"trial": FailureKind.TRIAL, "environment": FailureKind.ENVIRONMENT}
+    kinds = {"trial": FailureKind.TRIAL, "environment": FailureKind.ENVIRONMENT, "lost": FailureKind.LOST}
     kinds |= {"interrupted": FailureKind.INTERRUPTED, "not started": FailureKind.NOT_STARTED}
+    kinds |= {"stopped": FailureKind.STOPPED, "oom": FailureKind.GPU_MEMORY}
     for i, event in enumerate(events):
         if event in kinds:
-            led.told(_told(i, "FAIL"), kinds[event])
+            led.told(_told(i, "FAIL"), kinds[event], config={"batch_size": 64, "model": "resnet18"})
+        if event == "complete":
+            led.told(_told(i, "COMPLETE", 0.5), None)
         if event == "cancel":
             led.cancelled()
-        led.check(past_deadline=event == "deadline", draining=event == "ctrl-c")
+        led.check(past_deadline=event == "deadline", draining=event == "ctrl-c", terminating=event == "sigterm")
     assert led.final_reason() is reason
+
+
+def test_the_gpu_memory_stop_names_what_ran_out() -> None:
+    """Issue 18 (3): every trial out of GPU memory used to make the sweep ask forever."""
+    led = _ledger(target=2, max_failures=0)
+    for i in range(GPU_MEMORY_STREAK):
+        led.told(_told(i, "FAIL"), FailureKind.GPU_MEMORY, config={"batch_size": 64 * (1 + i % 2), "model": "vit"})
+        assert led.failed_now == 0
+    assert led.check(past_deadline=False, draining=False) is StopReason.GPU_MEMORY
+    assert sorted(set(led.gpu_memory_streak)) == ["batch_size=128 model=vit", "batch_size=64 model=vit"]
+
+
+def test_a_sigterm_drains_for_its_timeout_then_stops_and_a_second_signal_cancels() -> None:
+    stopper = Stopper()
+    assert not stopper.terminating and not stopper.drained(0)
+    stopper.terminate()
+    assert stopper.terminating and stopper.draining and not stopper.cancelling
+    assert stopper.drained(0) and not stopper.drained(3600)
+    stopper.request()  # Ctrl-C (or SIGTERM) again
+    assert stopper.cancelling
 
 
 def test_an_environment_failure_stops_at_the_first_and_keeps_its_reason() -> None:
@@ -156,3 +196,12 @@ def test_reaped_orphans_and_their_reruns() -> None:
     led.reaped(3, 1)
     assert led.counts["RUNNING"] == 1 and led.counts["FAIL"] == 3 and led.waiting == 1
     assert led.committed() == 3  # the rerun fills the target exactly
+
+
+def test_half_done_retries_resumed_as_they_are_count_once() -> None:
+    """Issue 18 (1): X and its retry Y were both RUNNING; X is told FAIL, Y runs as it is (no new trial)."""
+    led = _ledger(target=3, COMPLETE=1, RUNNING=2)
+    led.reaped(1, 0, 1)
+    assert led.counts["RUNNING"] == 1 and led.counts["FAIL"] == 1 and led.waiting == 1
+    led.reaped(0, 1)  # a trial a terminated sweep stopped (FAIL already) gets a new retry
+    assert led.counts["RUNNING"] == 2 and led.counts["FAIL"] == 1 and led.waiting == 2

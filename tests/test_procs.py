@@ -85,6 +85,40 @@ def test_descendants_are_the_tree_the_shell_started(tree: Tree) -> None:
     assert {root.pid, *pids.values()} <= dict(procs.descendants(os.getpid())).keys()
 
 
+#: bash starting a marked bash (its ``$0`` names the marker) that starts a sleep, and an unmarked sleep beside it.
+MARKED = (
+    'bash -c "sleep 30 & echo inner-sleep \\$!; wait" hpo-marker-1 & echo marked $!; sleep 30 & echo other $!; wait'
+)
+
+
+def test_started_with_is_the_marked_children_and_their_trees_only() -> None:
+    """Bug 7 (issue 18): the watchdog took every descendant of the driver, the caller's own children too."""
+    root = subprocess.Popen(["bash", "-c", MARKED], stdout=subprocess.PIPE, text=True)
+    assert root.stdout is not None
+    pids = {name: int(pid) for name, pid in (root.stdout.readline().split() for _ in range(3))}
+    try:
+        found = dict(procs.started_with(root.pid, "hpo-marker-1"))
+        assert found.keys() == {pids["marked"], pids["inner-sleep"]}  # not the unmarked sleep beside them
+        assert all(procs.is_running(pid, start) for pid, start in found.items())
+        assert procs.started_with(root.pid, "no-such-marker") == []
+        assert procs.started_with(root.pid, "") == []
+    finally:
+        kill_quietly([*pids.values(), root.pid])
+        root.wait(10)
+        root.stdout.close()
+
+
+def test_stop_also_stops_what_a_recorded_process_started_since(tree: Tree) -> None:
+    """The raylet starts workers after the watchdog recorded it: they are stopped with it."""
+    _, named = tree
+    start = procs.start_time(named["bash"])
+    assert start is not None
+    stopped = watchdog.stop([(named["bash"], start)], grace=2.0)  # recorded: the inner bash alone
+    assert set(stopped) == {named["bash"], named["inner-sleep"]}
+    wait_until(lambda: not procs.is_running(named["inner-sleep"]))
+    assert procs.is_running(named["sleep"])  # neither recorded nor started by what was
+
+
 def test_start_time_of_a_live_process_then_a_zombie_then_a_reaped_one() -> None:
     before = time.time()
     child = subprocess.Popen(["sleep", "30"])
@@ -171,7 +205,7 @@ def test_stop_escalates_to_sigkill_and_spares_reused_pids() -> None:
 def test_watchdog_stops_the_tree_when_its_stdin_closes(tree: Tree) -> None:
     root, named = tree
     pids = list(named.values())
-    guard = watchdog.start_for(root.pid)  # the bash stands in for the driver: it started the tree
+    guard = watchdog.start_for(procs.descendants(root.pid))  # the bash stands in for the driver
     try:
         time.sleep(0.5)  # the watchdog is waiting on its stdin: nothing is stopped yet
         assert all(procs.is_running(pid) for pid in pids)
@@ -189,11 +223,12 @@ def test_watchdog_stops_the_tree_when_its_stdin_closes(tree: Tree) -> None:
 DRIVER = textwrap.dedent(
     f"""
     import os, subprocess, time
+    from hpo import procs
     from hpo.cluster import watchdog
 
     tree = subprocess.Popen(["bash", "-c", {TREE!r}], stdout=subprocess.PIPE, text=True)
     pids = [int(tree.stdout.readline().split()[1]) for _ in range(3)]
-    guard = watchdog.start_for(os.getpid())
+    guard = watchdog.start_for(procs.descendants(os.getpid()))
     print(tree.pid, *pids, guard.pid, flush=True)
     time.sleep(60)
     """

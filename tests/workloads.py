@@ -126,3 +126,33 @@ def synthetic_costs(
             "params_m": 10.0 + 20.0 * config["dropout"],
         }
     return out
+
+
+def checkpointing(
+    config: dict[str, Any], reporter: Reporter, checkpoint_dir: str, *, num_threads: int | None
+) -> dict[str, Any]:
+    """``synthetic`` that saves a checkpoint (the epoch reached, in the trial's ``checkpoint.pt``) after every
+    epoch and resumes from one when its folder holds it (a retry's, copied there by the worker): the summary's
+    ``resumed_from_epoch`` says from where. Epochs take ``HPO_TEST_EPOCH_SECONDS`` (default 0.05 s) each."""
+    import json
+
+    from trials.paths import CHECKPOINT_NAME, write_atomic
+
+    path = os.path.join(checkpoint_dir, CHECKPOINT_NAME)
+    start = 0
+    if os.path.isfile(path):
+        with open(path) as f:
+            start = int(json.load(f)["epoch"])
+    delay = float(os.environ.get("HPO_TEST_EPOCH_SECONDS", "0.05"))
+    epochs = int(config["epochs"])
+    for epoch in range(start + 1, epochs + 1):
+        time.sleep(delay)
+        acc = curve(config, epoch)
+        metrics = {"val_acc": acc, "val_loss": 1.0 - acc, "train_loss": 1.0 - acc}
+        write_atomic(path, lambda f, e=epoch: f.write(json.dumps({"epoch": e}).encode()))  # type: ignore[misc]
+        if reporter(epoch, metrics) == "prune":
+            return {"status": "pruned", "best_metrics": metrics, "epochs_run": epoch, "resumed_from_epoch": start}
+    last = curve(config, epochs)  # the curve rises with epochs: the last is the best
+    best = {"val_acc": last, "val_loss": 1.0 - last, "train_loss": 1.0 - last}
+    summary = {"status": "completed", "best_metrics": best, "epochs_run": epochs, "best_epoch": epochs}
+    return {**summary, "resumed_from_epoch": start}

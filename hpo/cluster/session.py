@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import socket
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -77,9 +78,7 @@ def ray_session(address: str | None = None, *, temp_dir: str | None = None) -> I
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         ray.init(**local_init_options(temp_dir))
         info = _info("local", True, temp_dir)
-    from hpo.cluster import watchdog
-
-    guard = watchdog.start_for(os.getpid()) if info.address == "local" else None
+    guard = _watch(info)
     try:
         yield info
     finally:
@@ -87,6 +86,28 @@ def ray_session(address: str | None = None, *, temp_dir: str | None = None) -> I
         if guard is not None and guard.stdin is not None:
             guard.stdin.close()  # the watchdog stops whatever Ray left behind, then exits
             guard.wait(10)
+
+
+def _watch(info: RayInfo) -> subprocess.Popen[bytes] | None:
+    """A watchdog over the processes the local Ray just started (``hpo.cluster.watchdog``): the driver's
+    children that name Ray's session folder, with their descendants; never the caller's own children."""
+    if info.address != "local" or info.temp_dir is None:
+        return None
+    from hpo import procs
+    from hpo.cluster import watchdog
+
+    return watchdog.start_for(procs.started_with(os.getpid(), _session_dir(info.temp_dir)))
+
+
+def _session_dir(temp_dir: str) -> str:
+    """The local Ray's session folder (``<temp_dir>/session_<time>_<pid>``), which every process Ray starts
+    names on its command line; ``temp_dir`` itself (named by them too) where Ray does not say."""
+    try:  # Ray's own record (private in Ray 2.60): the folder of this session, not of another on temp_dir
+        node: Any = ray._private.worker._global_node
+        found = node.get_session_dir_path()
+    except AttributeError:
+        found = None
+    return str(found) if found else temp_dir
 
 
 def _join(address: str) -> None:

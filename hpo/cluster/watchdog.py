@@ -2,10 +2,13 @@
 
 Ray ties its head processes to the driver, and trial workers die within seconds of it, but on a
 SIGKILLed driver Ray 2.60 leaves its dashboard and runtime-env agents running for good. ``hpo sweep``
-starts this watchdog right after ``ray.init``: it records the processes the driver started, waits
-for its stdin to close (the driver exited, however it exited), then stops those still alive.
-Processes are named by pid and start time (``hpo.procs``, on psutil), so a pid the system has since
-given to another process is left alone.
+(and ``hpo verify``) start this watchdog right after ``ray.init`` over the processes that Ray started (the
+driver's children that name Ray's session folder, and their descendants: ``hpo.procs.started_with``), never
+over the driver's other children: ``hpo.run_sweep`` is public API, and a notebook's own subprocesses are
+not Ray's. It waits for its stdin to close (the driver exited, however it exited), then stops those still
+alive with what they have started since (the workers the raylet started later). Processes are named by pid
+and start time (``hpo.procs``, on psutil), so a pid the system has since given to another process is left
+alone.
 
 Run as ``python -m hpo.cluster.watchdog PID:START,PID:START,...``; it imports nothing heavier than psutil.
 """
@@ -23,11 +26,11 @@ from hpo import procs
 Proc = tuple[int, float]  # (pid, start time), as hpo.procs gives them
 
 
-def start_for(driver_pid: int) -> subprocess.Popen[bytes]:
-    """Start a watchdog over the processes ``driver_pid`` has started so far. Closing its stdin (or the
-    driver dying) makes it stop those still running, then exit."""
+def start_for(found: Sequence[Proc]) -> subprocess.Popen[bytes]:
+    """Start a watchdog over the processes ``found`` (e.g. ``procs.started_with(driver_pid, session_dir)``).
+    Closing its stdin (or the driver dying) makes it stop those still running, then exit."""
     return subprocess.Popen(
-        [sys.executable, "-m", "hpo.cluster.watchdog", format_procs(procs.descendants(driver_pid))],
+        [sys.executable, "-m", "hpo.cluster.watchdog", format_procs(found)],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -49,10 +52,23 @@ def parse_procs(arg: str) -> list[Proc]:
     return out
 
 
+def with_descendants(found: Sequence[Proc]) -> list[Proc]:
+    """``found`` and what those still running (same pid and start time) have started since, once each."""
+    seen = {pid for pid, _ in found}
+    out = list(found)
+    for pid, start in found:
+        if procs.is_running(pid, start):
+            for child in procs.descendants(pid):
+                if child[0] not in seen:
+                    seen.add(child[0])
+                    out.append(child)
+    return out
+
+
 def stop(found: Sequence[Proc], grace: float = 3.0) -> list[int]:
-    """SIGTERM the processes still running (same pid and start time), SIGKILL those left after ``grace``
-    seconds; the pids that were still running."""
-    alive = [(pid, start) for pid, start in found if procs.terminate(pid, start)]
+    """SIGTERM the processes still running (same pid and start time) and what they have started since,
+    SIGKILL those left after ``grace`` seconds; the pids that were still running."""
+    alive = [(pid, start) for pid, start in with_descendants(found) if procs.terminate(pid, start)]
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and any(procs.is_running(pid, start) for pid, start in alive):
         time.sleep(0.1)

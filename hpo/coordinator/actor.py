@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from hpo.coordinator.messages import Asked, Outcome, Told
+    from hpo.coordinator.messages import Asked, Outcome, Reaped, Told
     from hpo.coordinator.settings import CoordinatorSettings
 
 #: A resource Ray gives the head node only.
@@ -36,7 +36,7 @@ class CoordinatorActor:
     def fail_and_retry(self, trial_id: int, outcome: Outcome) -> tuple[Told, Asked]:
         return self._c.fail_and_retry(trial_id, outcome)
 
-    def reap(self, trial_ids: list[int], reason: str, retries: int, limit: int) -> tuple[list[int], list[Asked]]:
+    def reap(self, trial_ids: list[int], reason: str, retries: int, limit: int) -> Reaped:
         return self._c.reap(trial_ids, reason, retries, limit)
 
     def started(self, trial_id: int, node: dict[str, Any]) -> bool:

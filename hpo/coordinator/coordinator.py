@@ -10,6 +10,11 @@ Every write it retries after a lost connection is idempotent: a trial is created
 the same transaction, and a retried create finds it instead of creating a second; a failed trial's retry is
 keyed by the failed trial, so asking for it twice gives the same trial.
 
+It writes only while its sweep holds the study's lease, renewed by a thread of its own (``lease.Keeper``):
+every call that writes first checks that the lease record is still the one this sweep wrote last, and once
+it is not (taken over, or not renewed within its TTL), ask, tell, retry and reap raise ``LeaseLostError``,
+reports answer "prune", and nothing more is written.
+
 It is a plain class so tests and benchmarks can use it in-process, without Ray.
 """
 
@@ -28,11 +33,12 @@ from optuna.trial import TrialState
 
 from hpo import study as studies
 from hpo.coordinator import reads
-from hpo.coordinator.messages import Asked, FailureKind, Outcome, Told
+from hpo.coordinator.messages import Asked, FailureKind, Outcome, Reaped, Told
 from hpo.coordinator.pruning import PrunerState
 from hpo.coordinator.sampling import LearnsFromGpuMemory
 from hpo.coordinator.settings import CoordinatorSettings
-from hpo.coordinator.writes import TOKEN_KEY, Writes
+from hpo.coordinator.writes import TOKEN_KEY, Params, Writes
+from hpo.errors import LeaseLostError
 from hpo.ranking import primary
 from hpo.space import sample, trial_config
 from hpo.sweep import lease
@@ -41,6 +47,41 @@ from trials.reporting import CONTINUE, PRUNE
 
 log = logging.getLogger("hpo.coordinator")
 T = TypeVar("T")
+RETRY_TOKEN = "retry-of:"  # a retry's creation token: this prefix and the id of the trial it retries
+
+
+def retry_target(t: optuna.trial.FrozenTrial) -> int | None:
+    """The id of the trial that ``t`` retries, from its creation token; None for a trial that retries none."""
+    token = t.system_attrs.get(TOKEN_KEY)
+    if isinstance(token, str) and token.startswith(RETRY_TOKEN) and token[len(RETRY_TOKEN) :].isdigit():
+        return int(token[len(RETRY_TOKEN) :])
+    return None
+
+
+def _never_started(t: optuna.trial.FrozenTrial) -> bool:
+    """No worker picked the trial up: it recorded no node and reported no epoch."""
+    return studies.ATTR_NODE not in t.user_attrs and not studies.curve(t)
+
+
+def _lost(t: optuna.trial.FrozenTrial, reason: str) -> Outcome:
+    """How a trial left RUNNING by a lost driver is told: it never started, or its driver was lost."""
+    if _never_started(t):
+        return Outcome.fail(FailureKind.NOT_STARTED, f"{reason} (never started)")
+    return Outcome.fail(FailureKind.LOST, reason)
+
+
+@dataclass
+class _ReapPlan:
+    """What a reap has done so far, and how many more trials may run again."""
+
+    limit: int
+    failed: list[int] = field(default_factory=list)
+    to_run: list[Asked] = field(default_factory=list)
+    created: int = 0
+    resumed_stopped: list[int] = field(default_factory=list)
+
+    def room(self) -> bool:
+        return len(self.to_run) < self.limit
 
 
 @dataclass
@@ -67,13 +108,14 @@ class Coordinator:
         self._root = settings.checkpoint_root.rstrip("/")
         self._pruner: PrunerState | None = None  # the rule's state, loaded at connect
         self._live: dict[int, LiveTrial] = {}
+        self._keeper: lease.Keeper | None = None  # renews the sweep's lease, and fences this coordinator
         if connect:
             self.connect()
 
     def connect(self) -> bool:
         """Open the storage (one bounded pool), load the study and the pruner's state from its trials (only
-        what the pruner reads: ``hpo.coordinator.reads``), and renew the sweep's lease: False when another
-        sweep has taken it (see ``heartbeat``)."""
+        what the pruner reads: ``hpo.coordinator.reads``), and renew the sweep's lease, from then on in a
+        thread of its own (``lease.Keeper``): False when another sweep has taken it."""
         s = self.settings
         # the driver created the schema and checked its version just before
         self._storage = self._retry(lambda: open_storage(s.storage_url, create_schema=False, check_version=False))
@@ -97,7 +139,14 @@ class Coordinator:
         self._writes = Writes(self._study._storage)
         if s.rule is not None:
             self._retry(self._load_pruner)
-        return self.heartbeat()
+        return self._keep_lease()
+
+    def _keep_lease(self) -> bool:
+        mine, s = self.settings.lease, self.settings
+        if mine is None:
+            return True
+        self._keeper = lease.Keeper(s.storage_url, self._study._study_id, mine, s.study_name)
+        return self._retry(self._keeper.start)
 
     def _load_pruner(self) -> None:
         """A new pruner state loaded from the study: on a database, from only the columns and rows it reads
@@ -118,6 +167,7 @@ class Coordinator:
         """A new trial (an enqueued one first) with params from the sampler, and its full training config.
         The first one reads the whole study into the storage's cache (Optuna does, for the waiting trials and
         the sampler): by plain SQL (``reads.fill_trial_cache``), not at start."""
+        self._fence()
         study = self._study
         self._retry(lambda: reads.fill_trial_cache(study._storage, study._study_id))
         trial_id = self._create(uuid.uuid4().hex, params=None, existing=False)
@@ -131,36 +181,23 @@ class Coordinator:
         )
         return self._register(trial_id, trial.number, params, attempt=1)
 
-    def _create(self, token: str, params: tuple[dict[str, Any], dict[str, Any]] | None, *, existing: bool) -> int:
+    def _create(self, token: str, params: Params | None, *, existing: bool) -> int:
         """The trial created with ``token``, retried through lost connections: an earlier try's if it committed,
-        else an enqueued trial (plain asks only) or a new RUNNING one, the token written in the same
-        transaction. ``existing``: the token may predate this call (a retry keyed by the trial it retries), so
-        even the first try looks it up; a fresh token is looked up only when a try is repeated."""
+        else an enqueued trial (plain asks only) or a new RUNNING one, the token written in the transaction
+        that creates or takes it (``Writes.create_trial``, which looks the token up in that same transaction).
+        ``existing``: the token may predate this call (a retry keyed by the trial it retries), so even the
+        first try looks it up; a fresh token is looked up only when a try is repeated."""
         tries = 0
+        if params is None:
+            self._study._thread_local.cached_all_trials = None  # as Study.ask: sync once per trial
 
         def once() -> int:
             nonlocal tries
             tries += 1
-            if existing or tries > 1:
-                found = self._writes.trial_with_token(self._study._study_id, token)
-                if found is not None:
-                    return found
-            return self._create_new(token, params)
+            look_up = existing or tries > 1
+            return self._writes.create_trial(self._study._study_id, token, params, look_up=look_up)
 
         return self._retry(once)
-
-    def _create_new(self, token: str, params: tuple[dict[str, Any], dict[str, Any]] | None) -> int:
-        study_id = self._study._study_id
-        if params is None:
-            self._study._thread_local.cached_all_trials = None  # as Study.ask: sync once per trial
-            waiting = self._study._pop_waiting_trial_id()
-            if waiting is not None:
-                return int(waiting)
-        values, dists = params or ({}, {})
-        template = optuna.trial.create_trial(
-            state=TrialState.RUNNING, params=values, distributions=dists, system_attrs={TOKEN_KEY: token}
-        )
-        return int(self._study._storage.create_new_trial(study_id, template_trial=template))
 
     def fail_and_retry(self, trial_id: int, outcome: Outcome) -> tuple[Told, Asked]:
         """Tell a failed trial FAIL and create its retry: a new trial with the same params that resumes from
@@ -168,11 +205,12 @@ class Coordinator:
         (``retried_by``/``retry_of``) before the failed trial is finished, since Optuna freezes a trial's
         attrs once it is. Idempotent: the retry is keyed by the failed trial, so a second call (after a lost
         connection, or a reap of a half-done retry) finds the same retry."""
+        self._fence()
         failed = self._retry(lambda: self._study._storage.get_trial(trial_id))
         attempt = int(failed.user_attrs.get(studies.ATTR_ATTEMPT, 1))
-        if outcome.kind is FailureKind.INFRA:
+        if outcome.kind is not None and outcome.kind.spends_attempt:
             attempt += 1  # a rerun of what never started spends no attempt
-        token = f"retry-of:{trial_id}"
+        token = f"{RETRY_TOKEN}{trial_id}"
         new_id = self._create(token, params=(failed.params, failed.distributions), existing=True)
         number = self._retry(lambda: self._study._storage.get_trial_number_from_id(new_id))
         asked = self._register(
@@ -186,26 +224,115 @@ class Coordinator:
         told = self.tell(trial_id, replace(outcome, attrs={**outcome.attrs, studies.ATTR_RETRIED_BY: number}))
         return replace(told, retried_by=number), asked
 
-    def reap(self, trial_ids: list[int], reason: str, retries: int, limit: int) -> tuple[list[int], list[Asked]]:
-        """Fail trials a lost driver left RUNNING. At most ``limit`` of them run again (the sweep's remaining
-        target): those no worker ever started (asked ahead) without spending an attempt, the others while
-        they have attempts left. Returns the reaped trial numbers and the retries to launch."""
-        reaped: list[int] = []
-        retried: list[Asked] = []
-        for tid in trial_ids:
-            t = self._retry(lambda tid=tid: self._study._storage.get_trial(tid))  # type: ignore[misc]
-            if t.state != TrialState.RUNNING:
+    def reap(self, trial_ids: list[int], reason: str, retries: int, limit: int) -> Reaped:
+        """Fail the trials a lost driver left RUNNING, and resume those a terminated sweep stopped. At most
+        ``limit`` trials run again (the sweep's remaining target): orphans no worker ever started (asked ahead)
+        without spending an attempt, the others while they have attempts left, then the stopped ones.
+
+        A half-done retry (the driver died inside ``fail_and_retry``, between creating retry Y of X and telling
+        X) is finished, not repeated: X is told FAIL once, and Y itself runs, from X's checkpoint. A lost driver
+        spends no failure budget: nothing here goes through the sweep's budget."""
+        self._fence()
+        orphans = {t._trial_id: t for t in self._trials(trial_ids) if t.state == TrialState.RUNNING}
+        halves = self._half_done_retries(orphans)  # retry id -> the trial it retries
+        plan = _ReapPlan(limit)
+        for tid, t in orphans.items():
+            if tid in halves:
+                self._resume_half_done(t, halves[tid], orphans, reason, plan)
+            elif tid not in {x._trial_id for x in halves.values()}:
+                self._reap_one(t, reason, retries, plan)
+            # else: X of a half-done retry Y, told with Y
+        self._resume_stopped(plan)
+        return Reaped(plan.failed, plan.to_run, plan.created, plan.resumed_stopped)
+
+    def _trials(self, trial_ids: list[int]) -> list[optuna.trial.FrozenTrial]:
+        return [self._retry(lambda tid=tid: self._study._storage.get_trial(tid)) for tid in trial_ids]  # type: ignore[misc]
+
+    def _half_done_retries(self, orphans: dict[int, optuna.trial.FrozenTrial]) -> dict[int, optuna.trial.FrozenTrial]:
+        """The orphans no worker started that a retry token says retry another trial (an orphan too, or one
+        told FAIL before the retry could start), each with that trial."""
+        found: dict[int, optuna.trial.FrozenTrial] = {}
+        for tid, t in orphans.items():
+            of = retry_target(t)
+            if of is None or of == tid or not _never_started(t):
                 continue
-            attempt = int(t.user_attrs.get(studies.ATTR_ATTEMPT, 1))
-            never_started = studies.ATTR_NODE not in t.user_attrs and not studies.curve(t)
-            kind = FailureKind.NOT_STARTED if never_started else FailureKind.INFRA
-            outcome = Outcome.fail(kind, f"{reason} (never started)" if never_started else reason)
-            if len(retried) < limit and (never_started or attempt <= retries):
-                retried.append(self.fail_and_retry(tid, outcome)[1])
-            else:
-                self.tell(tid, outcome)
-            reaped.append(t.number)
-        return reaped, retried
+            found[tid] = orphans[of] if of in orphans else self._retry(lambda of=of: self._study._storage.get_trial(of))  # type: ignore[misc]
+        return found
+
+    def _resume_half_done(
+        self,
+        retry: optuna.trial.FrozenTrial,
+        failed: optuna.trial.FrozenTrial,
+        orphans: dict[int, optuna.trial.FrozenTrial],
+        reason: str,
+        plan: _ReapPlan,
+    ) -> None:
+        """Run retry Y as it is, from the checkpoint of X, the trial it retries; tell X FAIL if it is still
+        RUNNING (linked to Y). Past the limit, Y is told it never started, and X that its driver was lost."""
+        if failed._trial_id in orphans:
+            outcome = _lost(failed, reason)
+            if plan.room():
+                outcome = replace(outcome, attrs={studies.ATTR_RETRIED_BY: retry.number})
+            self.tell(failed._trial_id, outcome)
+            plan.failed.append(failed.number)
+        if not plan.room():
+            self.tell(retry._trial_id, Outcome.fail(FailureKind.NOT_STARTED, f"{reason} (never started)"))
+            plan.failed.append(retry.number)
+            return
+        plan.to_run.append(
+            self._register(
+                retry._trial_id,
+                retry.number,
+                dict(retry.params),
+                attempt=int(retry.user_attrs.get(studies.ATTR_ATTEMPT, 1)),
+                retry_of=failed.number,
+                resume_from=self._checkpoint_of(failed),
+            )
+        )
+
+    def _reap_one(self, t: optuna.trial.FrozenTrial, reason: str, retries: int, plan: _ReapPlan) -> None:
+        attempt = int(t.user_attrs.get(studies.ATTR_ATTEMPT, 1))
+        outcome = _lost(t, reason)
+        if plan.room() and (outcome.kind is FailureKind.NOT_STARTED or attempt <= retries):
+            plan.to_run.append(self.fail_and_retry(t._trial_id, outcome)[1])
+            plan.created += 1
+        else:
+            self.tell(t._trial_id, outcome)
+        plan.failed.append(t.number)
+
+    def _checkpoint_of(self, t: optuna.trial.FrozenTrial) -> str | None:
+        """The folder holding ``t``'s progress: its own, or, for a retry that never started (stopped before it
+        could), that of the trial it retries, and so on up the chain."""
+        seen = {t._trial_id}
+        while _never_started(t) and (of := retry_target(t)) is not None and of not in seen:
+            seen.add(of)
+            t = self._retry(lambda of=of: self._study._storage.get_trial(of))  # type: ignore[misc]
+        return t.user_attrs.get(studies.ATTR_CHECKPOINT_DIR)
+
+    def _resume_stopped(self, plan: _ReapPlan) -> None:
+        """Trials a terminated sweep stopped (FAIL, kind ``stopped``) that no trial retries yet: each gets a
+        retry keyed by it, from its checkpoint, with its own attempt (no attempt or budget spent)."""
+        if not plan.room():
+            return
+        study_id = self._study._study_id
+        fails = self._retry(lambda: self._study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+        for x in fails:
+            if not plan.room():
+                return
+            if x.user_attrs.get(studies.ATTR_FAIL_KIND) != FailureKind.STOPPED.value:
+                continue
+            token = f"{RETRY_TOKEN}{x._trial_id}"
+            if self._retry(lambda token=token: self._writes.trial_with_token(study_id, token)) is not None:  # type: ignore[misc]
+                continue  # resumed already (finished, or an orphan this reap has just handled)
+            new_id = self._create(token, params=(x.params, x.distributions), existing=True)
+            number = self._retry(lambda new_id=new_id: self._study._storage.get_trial_number_from_id(new_id))  # type: ignore[misc]
+            attempt = int(x.user_attrs.get(studies.ATTR_ATTEMPT, 1))
+            ckpt = self._checkpoint_of(x)
+            plan.to_run.append(
+                self._register(new_id, number, dict(x.params), attempt=attempt, retry_of=x.number, resume_from=ckpt)
+            )
+            plan.created += 1
+            plan.resumed_stopped.append(x.number)
 
     def _register(
         self,
@@ -233,8 +360,9 @@ class Coordinator:
 
     def started(self, trial_id: int, node: dict[str, Any]) -> bool:
         """A worker picked the trial up: record where it runs (node id, host, process id, GPUs). False, and
-        nothing written, when the trial is no longer running here (told already): the worker stops."""
-        if trial_id not in self._live:
+        nothing written, when the trial is no longer running here (told already, or the lease is lost): the
+        worker stops."""
+        if trial_id not in self._live or not self._may_write():
             return False
         self._retry(lambda: self._writes.user_attrs(trial_id, {studies.ATTR_NODE: node}))
         return True
@@ -242,8 +370,8 @@ class Coordinator:
     def report(self, trial_id: int, step: int, metrics: Mapping[str, float]) -> str:
         """Record ``metrics[metric]`` as the trial's value at ``step``; answer ``"prune"`` or ``"continue"``."""
         live = self._live.get(trial_id)
-        if live is None:
-            # told already (the driver gave up on it) or never asked here: tell the worker to stop
+        if live is None or not self._may_write():
+            # told already (the driver gave up on it), never asked here, or the lease lost: the worker stops
             return PRUNE
         s = self.settings
         value = float(metrics[s.metric])
@@ -265,6 +393,7 @@ class Coordinator:
 
     def tell(self, trial_id: int, outcome: Outcome) -> Told:
         """Finish a trial (a trial finished already is left as it is); returns its summary."""
+        self._fence()
         live = self._live.pop(trial_id, None)
         storage = self._study._storage
         attrs = dict(outcome.attrs)
@@ -308,12 +437,11 @@ class Coordinator:
         )
 
     def heartbeat(self) -> bool:
-        """Renew the sweep's lease on the study; False if another sweep has taken it."""
-        mine = self.settings.lease
-        if mine is None:
-            return True
-        study_id = self._study._study_id
-        return self._retry(lambda: lease.renew(self.settings.storage_url, self._storage, study_id, mine))
+        """True while the sweep holds its lease (renewed by the keeper's thread, so this waits for no database);
+        ``LeaseLostError``, saying why, once it does not."""
+        if self._keeper is not None:
+            self._keeper.check()
+        return True
 
     def live(self) -> list[dict[str, Any]]:
         """The running trials: number, params, seconds running, last epoch's metrics."""
@@ -326,15 +454,19 @@ class Coordinator:
     def close(self) -> bool:
         """Give the sweep's lease up (if it still holds it) and close the storage. True when the lease is no
         longer this sweep's, released here or taken by another sweep: the driver need not open a storage
-        to release it."""
+        to release it. False when the study was never loaded here: the driver releases it."""
+        if self._keeper is not None:
+            self._keeper.stop()
         storage, study = getattr(self, "_storage", None), getattr(self, "_study", None)
         if storage is None:
             return False
         mine = self.settings.lease
         try:
-            if mine is not None and study is not None:
-                return lease.release(self.settings.storage_url, storage, study._study_id, mine["owner"])
-            return True
+            if mine is None:
+                return True
+            if study is None:  # load_study failed: the lease the driver took is the driver's to give up
+                return False
+            return lease.release(self.settings.storage_url, storage, study._study_id, mine["owner"])
         except Exception as e:  # the database may be gone: the driver tries again, then the lease expires
             log.warning("could not release the study's lease: %s", self._redact(e))
             return False
@@ -345,10 +477,43 @@ class Coordinator:
     def _redact(self, e: BaseException) -> str:
         return redact((str(e).splitlines() or [type(e).__name__])[0], self.settings.storage_url)
 
+    def _fence(self) -> None:
+        """Before a call that writes: ``LeaseLostError`` unless the lease record is still the one this sweep's
+        keeper wrote last (one read), so that no write lands once another sweep has taken the study over."""
+        keeper, engine = self._keeper, getattr(self._storage, "engine", None)
+        if keeper is None:
+            return
+        if engine is None:
+            keeper.check()
+            return
+
+        def verify() -> None:
+            with engine.connect() as conn:
+                keeper.verify(conn)
+
+        self._retry(verify)
+
+    def _may_write(self) -> bool:
+        try:
+            self._fence()
+        except LeaseLostError:
+            return False
+        return True
+
     def _retry(self, fn: Callable[[], T]) -> T:
+        """``fn`` retried through lost connections for up to ``retry_timeout``; each try refused
+        (``LeaseLostError``) once the lease is known lost, so a retried write never lands after it."""
+
         def on_retry(elapsed: float, e: BaseException) -> None:
             log.warning("storage unavailable for %.0fs, retrying: %s", elapsed, self._redact(e))
 
+        keeper = self._keeper
+
+        def attempt() -> T:
+            if keeper is not None:
+                keeper.check()
+            return fn()
+
         url, timeout = self.settings.storage_url, self.settings.retry_timeout
         with storage_errors(url, "storage error on"):  # past the timeout: one masked line, StorageError
-            return retry_transient(fn, timeout=timeout, on_retry=on_retry)
+            return retry_transient(attempt, timeout=timeout, on_retry=on_retry)

@@ -18,22 +18,32 @@ class FailureKind(enum.Enum):
     """Why a trial failed, as data the loop acts on."""
 
     TRIAL = "trial"  # the trial's own run failed (an exception from training, a non-finite metric)
-    INFRA = "infra"  # its worker or node died, or its driver was lost: the same params may well succeed
+    INFRA = "infra"  # its worker process died (a crash, a kill): the same params may well succeed, but a
+    # crash can be the params' doing (a segfault, host memory), so it spends the budget
+    LOST = "lost"  # its node or its driver was lost: nothing the trial did; retried, spends no budget
     ENVIRONMENT = "environment"  # not the hyperparameters' fault (unreadable data, missing weights, a bug in
     # the workload): every trial would fail the same way
     GPU_MEMORY = "gpu_memory"  # out of GPU memory: these params do not fit this GPU (not retried, no budget)
     INTERRUPTED = "interrupted"  # cancelled by the user
     NOT_STARTED = "not_started"  # asked (or queued for a retry) but the sweep stopped before it ran
+    STOPPED = "stopped"  # the sweep was terminated (SIGTERM) past its drain_timeout while the trial ran: the
+    # next sweep on the study resumes it from its last checkpoint, spending neither an attempt nor the budget
 
     @property
     def retryable(self) -> bool:
-        """Worth running the same params again, from the trial's last checkpoint."""
-        return self is FailureKind.INFRA
+        """Worth running the same params again, from the trial's last checkpoint, in this sweep."""
+        return self in (FailureKind.INFRA, FailureKind.LOST)
 
     @property
     def spends_budget(self) -> bool:
         """Counts against ``max_failures``."""
         return self in (FailureKind.TRIAL, FailureKind.INFRA)
+
+    @property
+    def spends_attempt(self) -> bool:
+        """Its retry is one attempt further on (``retries`` bounds them); a rerun of what never started, or of
+        what a terminated sweep stopped, starts no new attempt."""
+        return self in (FailureKind.INFRA, FailureKind.LOST)
 
     @property
     def stops_sweep(self) -> bool:
@@ -68,6 +78,18 @@ class Outcome:
     @staticmethod
     def fail(kind: FailureKind, reason: str, attrs: dict[str, Any] | None = None) -> Outcome:
         return Outcome("FAIL", None, reason, dict(attrs or {}), kind)
+
+
+@dataclass(frozen=True)
+class Reaped:
+    """What a new sweep did with the trials a lost driver left RUNNING, and with those a terminated sweep
+    stopped: ``failed``, the numbers of the trials told FAIL now; ``to_run``, the trials to launch, of which
+    ``created`` are new trials (retries) and the rest half-done retries resumed as they are."""
+
+    failed: list[int]
+    to_run: list[Asked]
+    created: int
+    resumed_stopped: list[int] = field(default_factory=list)  # numbers of stopped trials resumed by a retry
 
 
 @dataclass(frozen=True)

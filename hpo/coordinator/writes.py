@@ -1,18 +1,26 @@
 """The coordinator's writes that go around Optuna's public storage API: with ``hpo.coordinator.reads``, the
 only modules that touch Optuna's private RDB models (``optuna.storages._rdb.models``). Checked on optuna 5.0;
-on other databases, and where a guarded statement writes nothing, each call falls through to Optuna's own.
+on other databases, and where a guarded statement writes nothing, each hot write falls through to Optuna's
+own. A trial's creation goes around Optuna on every database (``Writes.create_trial``): Optuna's retries its
+own transaction after a lost connection, and a commit whose answer was lost then made a second trial.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
-from optuna.trial import TrialState
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import FrozenTrial, TrialState, create_trial
 
 #: Trial system attr: the token of the ask (or retry) that created the trial, so a retried create finds it.
 TOKEN_KEY = "hpo:create_token"
+
+#: A new trial's ``(params, distributions)`` (a retry's, its failed trial's).
+Params = tuple[dict[str, Any], dict[str, Any]]
 
 
 class Writes:
@@ -111,16 +119,121 @@ class Writes:
                 if t.system_attrs.get(TOKEN_KEY) == token:
                     return int(t._trial_id)
             return None
-        import sqlalchemy
-
-        attrs = self._models.TrialSystemAttributeModel.__table__
-        trials = self._models.TrialModel.__table__
-        query = (
-            sqlalchemy.select(attrs.c.trial_id)
-            .join(trials, trials.c.trial_id == attrs.c.trial_id)
-            .where(trials.c.study_id == study_id, attrs.c.key == TOKEN_KEY, attrs.c.value_json == json.dumps(token))
-            .limit(1)
-        )
         with self._engine.connect() as conn:
-            found = conn.execute(query).scalar()
+            found = conn.execute(_token_query(study_id, token)).scalar()
         return None if found is None else int(found)
+
+    def create_trial(self, study_id: int, token: str, params: Params | None, *, look_up: bool) -> int:
+        """The trial created with ``token``, made so that a lost commit answer cannot make a second one.
+
+        ``params`` None (a plain ask): an enqueued (WAITING) trial taken from the queue first, else a new
+        RUNNING trial without params; otherwise a new RUNNING trial with these ``(values, distributions)``.
+        The token is written in the transaction that creates or takes the trial, and ``look_up`` (a repeated
+        try, or a token that may predate the call) looks it up first in that same transaction, under the
+        study row's lock that Optuna's creates take too. Optuna's ``create_new_trial`` is not used on a
+        database: it retries its own transaction after a lost connection, and so made a second trial with
+        the same token when the first had committed (and its pop of a waiting trial wrote no token). The
+        rows are written by Optuna's own ORM code (``_get_prepared_new_trial``), and the new or taken trial
+        is put in the storage's cache as Optuna's ``create_new_trial`` does.
+        """
+        backend = getattr(self._storage, "_backend", self._storage)
+        if getattr(backend, "scoped_session", None) is None or not hasattr(backend, "_get_prepared_new_trial"):
+            return self._create_by_api(study_id, token, params, look_up=look_up)
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        models = _rdb_models()
+        frozen: FrozenTrial | None = None
+        with _create_scoped_session(backend.scoped_session) as session:
+            models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+            trial_id = session.execute(_token_query(study_id, token)).scalar() if look_up else None
+            if trial_id is None and params is None:
+                trial_id = _take_waiting(session, backend, study_id, token)
+            if trial_id is None:
+                template = _template(token, params)
+                row = backend._get_prepared_new_trial(study_id, template, session)
+                session.flush()
+                frozen = copy.deepcopy(template)  # as Optuna's ``_create_frozen_trial``
+                frozen.number, frozen.datetime_start, frozen._trial_id = row.number, row.datetime_start, row.trial_id
+                trial_id = row.trial_id
+        self._cache(study_id, int(trial_id), frozen)
+        return int(trial_id)
+
+    def _create_by_api(self, study_id: int, token: str, params: Params | None, *, look_up: bool) -> int:
+        """``create_trial`` on a storage that is not a database (no connection to lose): Optuna's calls."""
+        storage = self._storage
+        found = self.trial_with_token(study_id, token) if look_up else None
+        if found is not None:
+            return found
+        if params is None:
+            for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
+                try:
+                    if not storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
+                        continue
+                except UpdateFinishedTrialError:
+                    continue
+                storage.set_trial_system_attr(t._trial_id, TOKEN_KEY, token)
+                return int(t._trial_id)
+        return int(storage.create_new_trial(study_id, template_trial=_template(token, params)))
+
+    def _cache(self, study_id: int, trial_id: int, frozen: FrozenTrial | None) -> None:
+        """Put a trial created or taken by ``create_trial`` in Optuna's ``_CachedStorage`` (its ``set_trial_param``
+        needs the trial there), marked unfinished so that Optuna's next read refreshes it."""
+        storage = self._storage
+        if not hasattr(storage, "_add_trials_to_cache") or not isinstance(getattr(storage, "_studies", None), dict):
+            return
+        if frozen is None:
+            if trial_id in storage._trial_id_to_study_id_and_number:
+                return  # cached already (a waiting trial): Optuna reads unfinished trials again
+            frozen = storage._backend.get_trial(trial_id)
+        from optuna.storages._cached_storage import _StudyInfo
+
+        with storage._lock:
+            info = storage._studies.setdefault(study_id, _StudyInfo())
+            storage._add_trials_to_cache(study_id, [frozen])
+            if not frozen.state.is_finished():
+                info.unfinished_trial_ids.add(trial_id)
+
+
+def _rdb_models() -> Any:
+    from optuna.storages._rdb import models
+
+    return models
+
+
+def _token_query(study_id: int, token: str) -> Any:
+    """SQL: the id of the study's trial whose ``TOKEN_KEY`` system attr is ``token``."""
+    import sqlalchemy
+
+    models = _rdb_models()
+    attrs = models.TrialSystemAttributeModel.__table__
+    trials = models.TrialModel.__table__
+    return (
+        sqlalchemy.select(attrs.c.trial_id)
+        .join(trials, trials.c.trial_id == attrs.c.trial_id)
+        .where(trials.c.study_id == study_id, attrs.c.key == TOKEN_KEY, attrs.c.value_json == json.dumps(token))
+        .limit(1)
+    )
+
+
+def _take_waiting(session: Any, backend: Any, study_id: int, token: str) -> int | None:
+    """In the caller's transaction: the study's first enqueued (WAITING) trial set RUNNING, as Optuna's
+    ``Study._pop_waiting_trial_id`` does, with the token written beside it; None when the queue is empty."""
+    models = _rdb_models()
+    trial = (
+        session.query(models.TrialModel)
+        .filter(models.TrialModel.study_id == study_id, models.TrialModel.state == TrialState.WAITING)
+        .order_by(models.TrialModel.trial_id)
+        .with_for_update()
+        .first()
+    )
+    if trial is None:
+        return None
+    trial.state = TrialState.RUNNING
+    trial.datetime_start = datetime.now()  # naive local time, as Optuna's ``set_trial_state_values``
+    backend._set_trial_attr_without_commit(session, models.TrialSystemAttributeModel, trial.trial_id, TOKEN_KEY, token)
+    return int(trial.trial_id)
+
+
+def _template(token: str, params: Params | None) -> FrozenTrial:
+    values, dists = params or ({}, {})
+    return create_trial(state=TrialState.RUNNING, params=values, distributions=dists, system_attrs={TOKEN_KEY: token})

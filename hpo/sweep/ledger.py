@@ -9,7 +9,9 @@ database then) until it is told, whether or not a worker ever ran it.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from hpo.coordinator.messages import FailureKind, Told
 from hpo.ranking import Best, better, ranks
@@ -20,26 +22,38 @@ class StopReason(str, enum.Enum):
 
     TARGET_REACHED = "target reached"
     NOTHING_TO_DO = "nothing to do"
-    TIMEOUT = "timeout"
+    TIMEOUT = "timeout"  # study.timeout passed before the target was reached
     FAILURE_BUDGET = "failure budget"
     ENVIRONMENT = "environment"  # a failure no hyperparameters could fix: data, weights, the workload
+    GPU_MEMORY = "out of GPU memory"  # GPU_MEMORY_STREAK trials in a row ran out of GPU memory
     INTERRUPTED = "interrupted"  # Ctrl-C once: running trials finished
     CANCELLED = "cancelled"  # Ctrl-C twice: running trials cancelled
+    TERMINATED = "terminated"  # SIGTERM: running trials finished, or stopped after drain_timeout to be resumed
 
     @property
     def exit_code(self) -> int:
         return _EXIT_CODES[self]
 
 
+#: The exit code of each way a sweep ends (``hpo sweep --help`` says them): 0 the target reached (or nothing
+#: to do), 1 the sweep could not go on, 3 ``study.timeout`` ended it short of its target, 130 Ctrl-C, 143 SIGTERM
+#: (128 + the signal, as a shell reports a process the signal ended). 2 is a usage or config error (hpo.errors).
+EXIT_TIMEOUT = 3
 _EXIT_CODES = {
     StopReason.TARGET_REACHED: 0,
     StopReason.NOTHING_TO_DO: 0,
-    StopReason.TIMEOUT: 0,
+    StopReason.TIMEOUT: EXIT_TIMEOUT,
     StopReason.FAILURE_BUDGET: 1,
     StopReason.ENVIRONMENT: 1,
+    StopReason.GPU_MEMORY: 1,
     StopReason.INTERRUPTED: 130,
     StopReason.CANCELLED: 130,
+    StopReason.TERMINATED: 143,
 }
+
+#: This many trials in a row out of GPU memory, none finishing in between, stop the sweep: the search space
+#: (batch sizes, models) does not fit the GPU a trial gets, and the sampler would go on asking forever.
+GPU_MEMORY_STREAK = 5
 
 
 @dataclass
@@ -57,6 +71,7 @@ class Ledger:
     running: int = 0  # launched, not finished
     telling: int = 0  # finished, told, the answer not read yet
     environment_failure: str | None = field(default=None)
+    gpu_memory_streak: list[str] = field(default_factory=list)  # what ran out of GPU memory since the last finish
 
     def __post_init__(self) -> None:
         self.counts = {s: int(self.counts.get(s, 0)) for s in ("RUNNING", "WAITING", "COMPLETE", "PRUNED", "FAIL")}
@@ -110,9 +125,12 @@ class Ledger:
     def telling_started(self) -> None:
         self.telling += 1
 
-    def told(self, told: Told, kind: FailureKind | None, *, pending: bool = False) -> None:
+    def told(
+        self, told: Told, kind: FailureKind | None, *, pending: bool = False, config: Mapping[str, Any] | None = None
+    ) -> None:
         """A trial was told and this is the coordinator's summary. ``pending``: its tell was counted in
-        ``telling``. Updates the counts, the best trial and the failure budget."""
+        ``telling``; ``config``: the trial's training config (named when trials run out of GPU memory).
+        Updates the counts, the best trial, the failure budget and the out-of-GPU-memory streak."""
         if pending:
             self.telling -= 1
         self.counts["RUNNING"] = max(0, self.counts["RUNNING"] - 1)
@@ -123,31 +141,44 @@ class Ledger:
             self.failed_now += 1
         if told.state == "FAIL" and kind is not None and kind.stops_sweep and self.environment_failure is None:
             self.environment_failure = told.reason or "a failure that is not the hyperparameters' fault"
+        if told.state in ("COMPLETE", "PRUNED"):
+            self.gpu_memory_streak.clear()
+        elif told.state == "FAIL" and kind is FailureKind.GPU_MEMORY:
+            c = config or {}
+            self.gpu_memory_streak.append(f"batch_size={c.get('batch_size')} model={c.get('model')}")
 
     def _improves(self, value: float | None) -> bool:
         if not ranks(value):
             return False
         return self.best is None or better(value, self.best.value, self.direction)  # type: ignore[arg-type]
 
-    def reaped(self, n_reaped: int, n_retries: int) -> None:
-        """Trials a lost driver left RUNNING were told FAIL; ``n_retries`` new trials run them again."""
+    def reaped(self, n_reaped: int, n_retries: int, n_resumed: int = 0) -> None:
+        """Trials a lost driver left RUNNING were told FAIL; ``n_retries`` new trials run them (or trials a
+        terminated sweep stopped) again; ``n_resumed`` half-done retries, RUNNING already, run as they are."""
         self.counts["RUNNING"] += n_retries - n_reaped
         self.counts["FAIL"] += n_reaped
-        self.waiting += n_retries
+        self.waiting += n_retries + n_resumed
 
     def not_started(self, n: int = 1) -> None:
         """``n`` waiting trials are about to be told FAIL (not started)."""
         self.waiting -= n
 
     # ---- stopping
-    def check(self, *, past_deadline: bool, draining: bool) -> StopReason | None:
-        """Decide whether to stop launching; returns the reason when it has just been decided."""
+    def check(self, *, past_deadline: bool, draining: bool, terminating: bool = False) -> StopReason | None:
+        """Decide whether to stop launching; returns the reason when it has just been decided. A SIGTERM
+        (``terminating``) overrides a stop that is only waiting for running trials (Ctrl-C once, the timeout)."""
+        if terminating and self.stop in (StopReason.INTERRUPTED, StopReason.TIMEOUT):
+            self.stop = None
         if self.stop is not None:
             return None
         if self.environment_failure is not None:
             self.stop = StopReason.ENVIRONMENT
         elif self.failed_now > self.max_failures:
             self.stop = StopReason.FAILURE_BUDGET
+        elif len(self.gpu_memory_streak) >= GPU_MEMORY_STREAK:
+            self.stop = StopReason.GPU_MEMORY
+        elif terminating:
+            self.stop = StopReason.TERMINATED
         elif draining:
             self.stop = StopReason.INTERRUPTED
         elif past_deadline:
@@ -160,4 +191,6 @@ class Ledger:
             self.stop = StopReason.CANCELLED
 
     def final_reason(self) -> StopReason:
+        if self.stop is StopReason.TIMEOUT and self.finished() >= self.target:
+            return StopReason.TARGET_REACHED  # the trials running at the deadline reached it
         return self.stop or StopReason.TARGET_REACHED

@@ -6,8 +6,8 @@ moves Ray object references around. The driver holds no database connection here
 goes through the coordinator actor.
 
 Every way out of the loop tells the trials it holds: running ones are cancelled and told FAIL
-(interrupted), asked ones that never started are told FAIL (not started), so no trial is left RUNNING in
-a study another sweep may own next.
+(interrupted; after a SIGTERM, stopped: the next sweep resumes them), asked ones that never started are told
+FAIL (not started), so no trial is left RUNNING in a study another sweep may own next.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import ray
 
 from hpo.cluster.worker import TrialRun, Workload, trial_task
 from hpo.config import SweepConfig
-from hpo.coordinator.messages import Asked, FailureKind, Outcome, Told
+from hpo.coordinator.messages import Asked, FailureKind, Outcome, Reaped, Told
 from hpo.coordinator.settings import checkpoint_root
-from hpo.errors import SweepError
+from hpo.errors import LeaseLostError, SweepError
 from hpo.progress import Observer
 from hpo.sweep import lease, outcomes
 from hpo.sweep.ledger import Ledger, StopReason
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 TICK_SECONDS = 1.0
 ASK_AHEAD = 2  # at most this many trials asked ahead of a free slot
 NOT_STARTED = "not started: the sweep stopped"
+STOPPED = "stopped: the sweep was terminated (SIGTERM); the next sweep resumes it from its last checkpoint"
 WIND_DOWN_TIMEOUT = 30.0  # seconds a best-effort tell may take on the way out of a failed loop
 
 
@@ -92,12 +93,15 @@ class SweepLoop:
 
     def step(self) -> bool:
         """One turn of the loop; False once nothing runs and nothing more will start."""
-        self.stopper.announce(self.obs)
+        stopper = self.stopper
+        stopper.announce(self.obs, self.cfg.drain_timeout)
         past_deadline = time.monotonic() >= self.deadline
-        reason = self.ledger.check(past_deadline=past_deadline, draining=self.stopper.draining)
+        reason = self.ledger.check(
+            past_deadline=past_deadline, draining=stopper.draining, terminating=stopper.terminating
+        )
         if reason is not None:
             self._announce(reason)
-        if self.stopper.cancelling:
+        if stopper.cancelling or stopper.drained(self.cfg.drain_timeout):
             self._cancel_running()
             return False
         self._fill_slots()
@@ -133,6 +137,13 @@ class SweepLoop:
         elif reason is StopReason.TIMEOUT:
             self.obs.message(
                 f"study.timeout of {self.cfg.study.timeout:g}s reached: no new trials; waiting for running ones"
+            )
+        elif reason is StopReason.GPU_MEMORY:
+            tried = ", ".join(sorted(set(led.gpu_memory_streak)))
+            self.obs.message(
+                f"stopping: the last {len(led.gpu_memory_streak)} trials ran out of GPU memory ({tried}) and none "
+                "finished in between; search smaller batch sizes (search_space.batch_size) or a smaller model, or "
+                "give each trial more GPU memory (resources.gpus_per_trial); waiting for running trials"
             )
 
     def _fill_slots(self) -> None:
@@ -180,10 +191,12 @@ class SweepLoop:
             self.ledger.retry_created()
         else:
             told = call(self.c.tell.remote(asked.trial_id, outcome))
-        self._record(told, kind)
+        self._record(told, kind, config=asked.train_config)
 
-    def _record(self, told: Told, kind: FailureKind | None, *, pending: bool = False) -> None:
-        self.ledger.told(told, kind, pending=pending)
+    def _record(
+        self, told: Told, kind: FailureKind | None, *, pending: bool = False, config: dict[str, Any] | None = None
+    ) -> None:
+        self.ledger.told(told, kind, pending=pending, config=config)
         best = self.ledger.best.as_dict() if self.ledger.best else None
         self.obs.trial_finished(told.as_dict(), self.ledger.counts, best)
 
@@ -208,41 +221,60 @@ class SweepLoop:
             self.obs.tick(call(self._live), self.ledger.counts, best)
             self._live = None
         if self._beat is not None and _ready(self._beat, wait=wait):
-            if not call(self._beat):
-                raise SweepError(f"another hpo sweep took study {self.cfg.study_name!r} over; stopping this one")
+            if not call(self._beat):  # a coordinator that lost its lease raises LeaseLostError, saying why
+                raise LeaseLostError(f"another hpo sweep took study {self.cfg.study_name!r} over; stopping this one")
             self._beat = None
 
     def _reap(self, orphans: list[int]) -> None:
-        """Fail the trials a lost driver left RUNNING; rerun them (up to the target) from their checkpoints."""
-        if not orphans:
-            return
+        """Fail the trials a lost driver left RUNNING, and rerun them (up to the target) from their checkpoints,
+        with the trials a terminated sweep stopped."""
         limit = max(0, self.ledger.target - self.ledger.finished())
-        reaped, retries = call(self.c.reap.remote(orphans, DRIVER_LOST, self.cfg.retries, limit))
-        self.ledger.reaped(len(reaped), len(retries))
-        self.ready.extend(retries)
-        self.obs.message(
-            f"marked {len(reaped)} trial(s) left RUNNING by a lost driver as FAIL: {reaped}"
-            + (f"; running {len(retries)} of them again from their last checkpoints" if retries else "")
-        )
+        r: Reaped = call(self.c.reap.remote(orphans, DRIVER_LOST, self.cfg.retries, limit))
+        self.ledger.reaped(len(r.failed), r.created, len(r.to_run) - r.created)
+        self.ready.extend(r.to_run)
+        lost = len(r.to_run) - len(r.resumed_stopped)
+        if r.failed or lost:
+            self.obs.message(
+                f"marked {len(r.failed)} trial(s) left RUNNING by a lost driver as FAIL: {r.failed}"
+                + (f"; running {lost} of them again from their last checkpoints" if lost else "")
+            )
+        if r.resumed_stopped:
+            self.obs.message(
+                f"resuming {len(r.resumed_stopped)} trial(s) a terminated sweep stopped, from their last "
+                f"checkpoints: {r.resumed_stopped}"
+            )
 
     def _cancel_running(self) -> None:
-        """Ctrl-C twice: cancel the running trials and tell them FAIL (interrupted)."""
+        """Ctrl-C twice: cancel the running trials and tell them FAIL (interrupted). After a SIGTERM (its drain
+        timed out, or a second signal came): stop them and tell them FAIL (stopped), for the next sweep to
+        resume from their checkpoints, spending neither the failure budget nor an attempt."""
         self.ledger.cancelled()
+        terminating = self.stopper.terminating
+        refs = list(self.running)
+        done = set(ray.wait(refs, num_returns=len(refs), timeout=0)[0]) if refs else set()
         for ref, asked in list(self.running.items()):
-            ray.cancel(ref, force=True)
             del self.running[ref]
             self.ledger.ended()
-            self._tell(asked, Outcome.fail(FailureKind.INTERRUPTED, "interrupted"))
+            if ref in done:  # it has just ended on its own: told how, not thrown away
+                self._tell(asked, self._outcome(ref, asked))
+                continue
+            ray.cancel(ref, force=True)
+            if terminating:
+                self._tell(asked, Outcome.fail(FailureKind.STOPPED, STOPPED))
+            else:
+                self._tell(asked, Outcome.fail(FailureKind.INTERRUPTED, "interrupted"))
 
     def _wind_down(self) -> None:
-        """Tell the trials asked ahead, and the retries, that the sweep stopped before they could start."""
+        """Tell the trials asked ahead, and the retries, that the sweep stopped before they could start. After a
+        SIGTERM, a retry that would have resumed a checkpoint is told FAIL (stopped): the next sweep resumes it."""
         while self.asking:
             self._answered(self.asking.pop(0))
         while self.ready:
             asked = self.ready.pop(0)
             self.ledger.not_started()
-            outcome = Outcome.fail(FailureKind.NOT_STARTED, NOT_STARTED)
-            self._record(call(self.c.tell.remote(asked.trial_id, outcome)), FailureKind.NOT_STARTED)
+            kind = FailureKind.STOPPED if self.stopper.terminating and asked.resume_from else FailureKind.NOT_STARTED
+            outcome = Outcome.fail(kind, STOPPED if kind is FailureKind.STOPPED else NOT_STARTED)
+            self._record(call(self.c.tell.remote(asked.trial_id, outcome)), kind)
         self._read_tells(wait=True)
 
     def _abandon(self) -> None:

@@ -65,7 +65,9 @@ def kind_of(exc: BaseException) -> FailureKind:
     e = ray.exceptions
     if isinstance(exc, e.TaskCancelledError):
         return FailureKind.INTERRUPTED
-    if isinstance(exc, e.NodeDiedError | e.WorkerCrashedError | e.LocalRayletDiedError):
+    if isinstance(exc, e.NodeDiedError | e.LocalRayletDiedError):
+        return FailureKind.LOST  # the node went: nothing this trial did
+    if isinstance(exc, e.WorkerCrashedError):
         return FailureKind.INFRA
     cause = getattr(exc, "cause", None) if isinstance(exc, e.RayTaskError) else exc
     if isinstance(cause, GpuOutOfMemory):

@@ -24,8 +24,8 @@ from hpo.ranking import Best
 from hpo.sweep import lease
 from hpo.sweep.ledger import Ledger, StopReason
 from hpo.sweep.loop import SweepLoop, call
-from hpo.sweep.prepare import Prepared, prepare_study, refuse_if_busy, release_lease
-from hpo.sweep.stop import Stopper, install_sigint
+from hpo.sweep.prepare import Prepared, prepare_study, refuse_if_busy, refuse_if_changed, release_lease
+from hpo.sweep.stop import Stopper, install_sigint, install_sigterm
 from storage import mask_url
 from trials.errors import TrialsError
 
@@ -66,13 +66,17 @@ def run_sweep(
     check_data: bool = True,
     stopper: Stopper | None = None,
     handle_sigint: bool = True,
+    allow_changes: bool = False,
 ) -> SweepResult:
     """Run (or continue) the sweep ``cfg`` until its study has ``n_trials`` finished trials.
 
     ``workload`` is what each trial runs on a worker (default: ``trials.train.fit``); it must be importable
     there. Raises ``ConfigError``/``StorageError``/``ClusterError``/``StudyBusyError`` before touching the
     study when the input is bad; returns a ``SweepResult`` whose ``exit_code`` is 1 when the failure budget
-    was spent or a failure no hyperparameters could fix stopped it, and 130 when the user interrupted.
+    was spent, a failure no hyperparameters could fix stopped it, or trial after trial ran out of GPU memory;
+    3 when ``study.timeout`` ended it short of its target; 130 when the user interrupted (Ctrl-C), and 143 on
+    SIGTERM (``handle_sigint``: this process's SIGINT and SIGTERM go to ``stopper``). A study whose recorded
+    config differs from ``cfg`` (``hpo.fingerprint``) is refused with ``ConfigError`` unless ``allow_changes``.
     """
     obs = observer or LineObserver(metric=cfg.study.metric)
     stopper = stopper or Stopper()
@@ -81,15 +85,18 @@ def run_sweep(
     if enqueue:
         load_train_file(enqueue)  # validate before the study is touched
     refuse_if_busy(cfg)  # in a second, not after a Ray start; the lease itself is taken atomically below
-    mine = lease.new_lease()
+    fp = refuse_if_changed(cfg, allow_changes=allow_changes)  # likewise; checked again under the lease
+    mine = lease.new_lease(ttl=lease.ttl_for(cfg.storage_options.retry_timeout))  # outlives any retried write
     clock = Clock()
     with contextlib.ExitStack() as stack:
         info = stack.enter_context(ray_session(ray_address or os.environ.get("RAY_ADDRESS") or None))
+        if handle_sigint:  # after ray.init: it replaces the SIGTERM handler of Ray's core worker (an abort trace)
+            _restore_on_exit(stack, signal.SIGTERM, install_sigterm(stopper))
         placement = place(cfg, info)  # a sweep the cluster cannot run is refused before the study exists
         settings = CoordinatorSettings.from_config(cfg, parallel=placement.parallel, lease=mine)
         # the coordinator's process (and the first trials' workers) start while the study is prepared
         handle = stack.enter_context(_coordinator(settings, placement, workload))
-        prepared = prepare_study(cfg, mine=mine, enqueue=enqueue)
+        prepared = prepare_study(cfg, mine=mine, enqueue=enqueue, allow_changes=allow_changes, fingerprint=fp)
         stack.callback(_release, handle, cfg, mine)
         _say_prepared(obs, cfg, prepared)
         ledger = Ledger(
@@ -116,11 +123,17 @@ def run_sweep(
             cfg, handle.actor, placement=placement, workload=workload, observer=obs, stopper=stopper, ledger=ledger
         )
         loop.run(prepared.orphans)
-        stopper.announce(obs)
+        stopper.announce(obs, cfg.drain_timeout)
         result = _result(cfg, ledger, clock)
         obs.message(_summary(cfg, result, ledger))
         return result
     raise AssertionError("unreachable")
+
+
+def _restore_on_exit(stack: contextlib.ExitStack, signum: int, previous: Any) -> None:
+    """Put the handler ``previous`` back for ``signum`` when ``stack`` closes (None: nothing was installed)."""
+    if previous is not None:
+        stack.callback(signal.signal, signum, previous)
 
 
 def place(cfg: SweepConfig, info: RayInfo) -> Placement:
