@@ -28,7 +28,7 @@ ATTR_VERIFY = "hpo:verify"  # the last ``hpo verify`` verdict on the exported be
 #: Trial user attrs hpo writes.
 ATTR_TRAIN_CONFIG = "train_config"
 ATTR_FAIL_REASON = "fail_reason"
-ATTR_FAIL_KIND = "fail_kind"  # trial | infra | environment | interrupted | not_started (FailureKind)
+ATTR_FAIL_KIND = "fail_kind"  # a FailureKind value (trial, infra, lost, gpu_memory, stopped, ...)
 ATTR_STOP_REASON = "stop_reason"
 ATTR_EPOCHS_RUN = "epochs_run"
 ATTR_BEST_EPOCH = "best_epoch"

@@ -1,5 +1,6 @@
-"""The coordinator's writes that go around Optuna's public storage API: with ``hpo.coordinator.reads``, the
-only modules that touch Optuna's private RDB models (``optuna.storages._rdb.models``). Checked on optuna 5.0;
+"""The coordinator's writes that go around Optuna's public storage API: with ``hpo.coordinator.reads`` and
+``hpo.sweep.lease`` (the lease's compare-and-swap on the study's system attr), the only modules that touch
+Optuna's private RDB models (``optuna.storages._rdb.models``). Checked on optuna 5.0;
 on other databases, and where a guarded statement writes nothing, each hot write falls through to Optuna's
 own. A trial's creation goes around Optuna on every database (``Writes.create_trial``): Optuna's retries its
 own transaction after a lost connection, and a commit whose answer was lost then made a second trial.
