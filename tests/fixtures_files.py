@@ -1,5 +1,6 @@
 """Real files and servers that several test modules make: a tiny real sweep config, image folders (with a
-broken image), and an HTTP server on loopback that answers with a status chosen by path."""
+broken image), an HTTP server on loopback that answers with a status chosen by path, and the sweep config and
+coordinator settings the in-process sweep tests build."""
 
 from __future__ import annotations
 
@@ -8,9 +9,43 @@ import http.server
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    from hpo.config import SweepConfig
+    from hpo.coordinator.settings import CoordinatorSettings
+
+
+def sweep_config(tmp_path: Path, url: str, text: str, **overrides: Any) -> SweepConfig:
+    """``text`` written as ``tmp_path/sweep.yaml`` and loaded for the storage ``url``, checkpoints under
+    ``tmp_path/runs``."""
+    from hpo.config import load_sweep_config
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(text)
+    return load_sweep_config(path, storage=url, output_dir=str(tmp_path / "runs"), **overrides)
+
+
+def coordinator_settings(url: str, name: str, root: Path, **overrides: Any) -> CoordinatorSettings:
+    """A single-objective study ``name`` searching ``lr`` on ``val_acc``, for a ``Coordinator`` in-process."""
+    import optuna
+
+    from hpo.coordinator.settings import CoordinatorSettings
+
+    fields: dict[str, Any] = {
+        "storage_url": url,
+        "study_name": name,
+        "metric": "val_acc",
+        "direction": "maximize",
+        "distributions": {"lr": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)},
+        "base_config": {"epochs": 3},
+        "fixed_params": {},
+        "checkpoint_root": str(root),
+    }
+    return CoordinatorSettings(**{**fields, **overrides})
 
 
 def tiny_sweep(name: str) -> str:

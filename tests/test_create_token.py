@@ -21,9 +21,9 @@ from optuna.trial import TrialState
 
 from hpo.coordinator.coordinator import Coordinator
 from hpo.coordinator.messages import FailureKind, Outcome
-from hpo.coordinator.settings import CoordinatorSettings
 from hpo.coordinator.writes import TOKEN_KEY
 from storage import close_storage, open_storage
+from tests.fixtures_files import coordinator_settings
 from tests.tcpproxy import CommitDropProxy
 
 pytestmark = pytest.mark.postgres
@@ -50,18 +50,8 @@ def _coordinator(pg_url: str, proxy: CommitDropProxy, tmp_path: Path, enqueue: d
     if enqueue is not None:
         study.enqueue_trial(enqueue)
     close_storage(storage)
-    settings = CoordinatorSettings(
-        storage_url=_through(pg_url, proxy),
-        study_name="t",
-        metric="val_acc",
-        direction="maximize",
-        distributions={"lr": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)},
-        base_config={"epochs": 3},
-        fixed_params={},
-        checkpoint_root=str(tmp_path / "runs"),
-        sampler="random",
-        seed=1,
-        retry_timeout=30.0,
+    settings = coordinator_settings(
+        _through(pg_url, proxy), "t", tmp_path / "runs", sampler="random", seed=1, retry_timeout=30.0
     )
     return Coordinator(settings)
 

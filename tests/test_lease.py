@@ -18,7 +18,6 @@ from typing import Any
 import optuna
 import pytest
 import sqlalchemy
-from optuna.distributions import FloatDistribution
 
 from hpo.config import load_sweep_config
 from hpo.coordinator.coordinator import Coordinator
@@ -31,7 +30,7 @@ from hpo.sweep.prepare import release_lease
 from storage import StorageError, close_storage, open_storage, opened, parse_url
 from storage.locks import LEASE_LOCK_BASE, LockTimeout, exclusive
 from tests.conftest import run_cli
-from tests.fixtures_files import tiny_sweep
+from tests.fixtures_files import coordinator_settings, tiny_sweep
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -123,17 +122,7 @@ def test_a_held_file_lock_times_out(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------- the study
 def _settings(url: str, name: str, mine: dict[str, Any] | None, root: Path) -> CoordinatorSettings:
-    return CoordinatorSettings(
-        storage_url=url,
-        study_name=name,
-        metric="val_acc",
-        direction="maximize",
-        distributions={"lr": FloatDistribution(1e-4, 1.0, log=True)},
-        base_config={"lr": 0.01, "epochs": 5},
-        fixed_params={},
-        checkpoint_root=str(root),
-        lease=mine,
-    )
+    return coordinator_settings(url, name, root, base_config={"lr": 0.01, "epochs": 5}, lease=mine)
 
 
 @pytest.fixture

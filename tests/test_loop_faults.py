@@ -14,7 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo import study as studies
-from hpo.config import SweepConfig, load_sweep_config
+from hpo.config import SweepConfig
 from hpo.coordinator.coordinator import Coordinator
 from hpo.coordinator.messages import FailureKind, Outcome
 from hpo.coordinator.settings import CoordinatorSettings
@@ -25,6 +25,7 @@ from hpo.sweep.stop import Stopper
 from storage import close_storage, open_storage
 from tests import workloads
 from tests.conftest import REPO
+from tests.fixtures_files import coordinator_settings, sweep_config
 
 BASE = """
 study: {name: f, n_trials: 6, sampler: {name: random, seed: 1}}
@@ -35,10 +36,8 @@ train: {epochs: 3, image_size: 32}
 """
 
 
-def _cfg(tmp_path: Path, url: str, text: str = BASE, **overrides: object) -> SweepConfig:
-    path = tmp_path / "sweep.yaml"
-    path.write_text(text)
-    return load_sweep_config(path, storage=url, output_dir=str(tmp_path / "runs"), **overrides)
+def _cfg(tmp_path: Path, url: str, text: str = BASE, **overrides: Any) -> SweepConfig:
+    return sweep_config(tmp_path, url, text, **overrides)
 
 
 def _db_counts(url: str, name: str) -> dict[str, int]:
@@ -106,16 +105,7 @@ def test_a_ctrl_c_landing_inside_the_stopper_does_not_deadlock() -> None:
 
 
 def _settings(url: str, name: str, tmp_path: Path) -> CoordinatorSettings:
-    return CoordinatorSettings(
-        storage_url=url,
-        study_name=name,
-        metric="val_acc",
-        direction="maximize",
-        distributions={"lr": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)},
-        base_config={"epochs": 3},
-        fixed_params={},
-        checkpoint_root=str(tmp_path / "runs"),
-    )
+    return coordinator_settings(url, name, tmp_path / "runs")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

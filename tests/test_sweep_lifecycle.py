@@ -14,7 +14,7 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo import study as studies
-from hpo.config import SweepConfig, load_sweep_config
+from hpo.config import SweepConfig
 from hpo.coordinator.coordinator import Coordinator
 from hpo.coordinator.messages import Asked, FailureKind
 from hpo.coordinator.settings import CoordinatorSettings
@@ -25,6 +25,7 @@ from hpo.sweep.run import run_sweep
 from hpo.sweep.stop import Stopper
 from storage import close_storage, open_storage
 from tests import workloads
+from tests.fixtures_files import sweep_config
 from trials.paths import CHECKPOINT_NAME
 
 BASE = """
@@ -34,12 +35,6 @@ search_space:
   lr: {low: 1.0e-4, high: 1.0, log: true}
 train: {epochs: 3, image_size: 32}
 """
-
-
-def _cfg(tmp_path: Path, url: str, text: str = BASE, **overrides: object) -> SweepConfig:
-    path = tmp_path / "sweep.yaml"
-    path.write_text(text)
-    return load_sweep_config(path, storage=url, output_dir=str(tmp_path / "runs"), **overrides)
 
 
 def _trials(url: str, name: str = "f") -> list[FrozenTrial]:
@@ -85,7 +80,7 @@ def test_reaping_a_half_done_retry_fails_the_trial_once_and_resumes_its_retry_fr
 ) -> None:
     """Issue 18 (1): the reap handed Y back to run, then failed Y as never started and made Z from Y's empty
     folder: a FAIL counted twice, X's checkpoint ignored."""
-    cfg = _cfg(tmp_path, pg_url, BASE + "retries: 1\n")
+    cfg = sweep_config(tmp_path, pg_url, BASE + "retries: 1\n")
     x, y_id = _half_done_retry(cfg)
     orphans = [t._trial_id for t in _trials(pg_url) if t.state == TrialState.RUNNING]
     assert len(orphans) == 2
@@ -111,7 +106,7 @@ def test_the_next_sweep_finishes_a_half_done_retry_from_the_checkpoint_without_s
     tmp_path: Path, pg_url: str
 ) -> None:
     """Issue 18 (1), through a real sweep: Y runs once, resumes from X's epoch 2, and no budget is spent."""
-    cfg = _cfg(tmp_path, pg_url, BASE + "retries: 1\nmax_failures: 0\n")
+    cfg = sweep_config(tmp_path, pg_url, BASE + "retries: 1\nmax_failures: 0\n")
     x, y_id = _half_done_retry(cfg)
     obs = _Lines()
     result = run_sweep(cfg, workload=workloads.checkpointing, observer=obs, check_data=False)
@@ -137,7 +132,7 @@ def test_a_sweep_whose_every_trial_runs_out_of_gpu_memory_stops_with_exit_1_and_
     text = BASE.replace("search_space:\n", "search_space:\n  batch_size: [64, 128]\n")
     obs = _Lines()
     result = run_sweep(
-        _cfg(tmp_path, pg_url, text), workload=workloads.out_of_gpu_memory, observer=obs, check_data=False
+        sweep_config(tmp_path, pg_url, text), workload=workloads.out_of_gpu_memory, observer=obs, check_data=False
     )
     assert result.stopped is StopReason.GPU_MEMORY and result.exit_code == 1
     assert result.failed_now == 0
@@ -158,7 +153,7 @@ def test_a_sweep_whose_every_trial_runs_out_of_gpu_memory_stops_with_exit_1_and_
 def test_a_timeout_short_of_the_target_exits_3(tmp_path: Path, pg_url: str) -> None:
     """Issue 18 (3rd part): a sweep study.timeout ended short of its target exited 0, like a finished one."""
     overrides: dict[str, object] = {"study.n_trials": 50, "study.timeout": 0.001}
-    cfg = _cfg(tmp_path, pg_url, BASE, **overrides)
+    cfg = sweep_config(tmp_path, pg_url, BASE, **overrides)
     result = run_sweep(cfg, workload=workloads.synthetic, observer=QuietObserver(), check_data=False)
     assert result.stopped is StopReason.TIMEOUT and result.exit_code == 3
     assert not [t for t in _trials(pg_url) if t.state == TrialState.RUNNING]
@@ -190,7 +185,7 @@ def test_past_a_short_drain_timeout_running_trials_are_left_to_resume_and_spend_
     """Issue 18 (SIGTERM): trials still running after drain_timeout are told FAIL (stopped, no budget, no
     attempt), nothing is left RUNNING, and the next sweep resumes each from its checkpoint."""
     text = BASE.replace("epochs: 3", "epochs: 100") + "drain_timeout: 0\nmax_failures: 0\nparallel: 2\n"
-    cfg = _cfg(tmp_path, pg_url, text)
+    cfg = sweep_config(tmp_path, pg_url, text)
     stopper = Stopper()
     obs = _TerminateOnceRunning(stopper)
     first = run_sweep(
