@@ -118,7 +118,7 @@ def sweep(
 
     [bold]Exit codes[/bold]:
     0: the study reached n_trials (or had them already).
-    1: the sweep could not go on (failure budget, environment, out of GPU memory, storage lost).
+    1: the sweep could not go on (failure budget, environment, out of GPU memory, storage or its lease lost).
     2: a usage or config error, or another sweep holds the study.
     3: study.timeout ended the sweep short of n_trials (run it again to continue).
     130: Ctrl-C.
