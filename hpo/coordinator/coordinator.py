@@ -206,7 +206,7 @@ class Coordinator:
         attrs once it is. Idempotent: the retry is keyed by the failed trial, so a second call (after a lost
         connection, or a reap of a half-done retry) finds the same retry."""
         self._fence()
-        failed = self._retry(lambda: self._study._storage.get_trial(trial_id))
+        failed = self._trial(trial_id)
         attempt = int(failed.user_attrs.get(studies.ATTR_ATTEMPT, 1))
         if outcome.kind is not None and outcome.kind.spends_attempt:
             attempt += 1  # a rerun of what never started spends no attempt
@@ -236,17 +236,21 @@ class Coordinator:
         orphans = {t._trial_id: t for t in self._trials(trial_ids) if t.state == TrialState.RUNNING}
         halves = self._half_done_retries(orphans)  # retry id -> the trial it retries
         plan = _ReapPlan(limit)
+        retried = {x._trial_id for x in halves.values()}
         for tid, t in orphans.items():
             if tid in halves:
                 self._resume_half_done(t, halves[tid], orphans, reason, plan)
-            elif tid not in {x._trial_id for x in halves.values()}:
+            elif tid not in retried:
                 self._reap_one(t, reason, retries, plan)
             # else: X of a half-done retry Y, told with Y
         self._resume_stopped(plan)
         return Reaped(plan.failed, plan.to_run, plan.created, plan.resumed_stopped)
 
+    def _trial(self, trial_id: int) -> optuna.trial.FrozenTrial:
+        return self._retry(lambda: self._study._storage.get_trial(trial_id))
+
     def _trials(self, trial_ids: list[int]) -> list[optuna.trial.FrozenTrial]:
-        return [self._retry(lambda tid=tid: self._study._storage.get_trial(tid)) for tid in trial_ids]  # type: ignore[misc]
+        return [self._trial(tid) for tid in trial_ids]
 
     def _half_done_retries(self, orphans: dict[int, optuna.trial.FrozenTrial]) -> dict[int, optuna.trial.FrozenTrial]:
         """The orphans no worker started that a retry token says retry another trial (an orphan too, or one
@@ -256,7 +260,7 @@ class Coordinator:
             of = retry_target(t)
             if of is None or of == tid or not _never_started(t):
                 continue
-            found[tid] = orphans[of] if of in orphans else self._retry(lambda of=of: self._study._storage.get_trial(of))  # type: ignore[misc]
+            found[tid] = orphans[of] if of in orphans else self._trial(of)
         return found
 
     def _resume_half_done(
@@ -306,7 +310,7 @@ class Coordinator:
         seen = {t._trial_id}
         while _never_started(t) and (of := retry_target(t)) is not None and of not in seen:
             seen.add(of)
-            t = self._retry(lambda of=of: self._study._storage.get_trial(of))  # type: ignore[misc]
+            t = self._trial(of)
         return t.user_attrs.get(studies.ATTR_CHECKPOINT_DIR)
 
     def _resume_stopped(self, plan: _ReapPlan) -> None:
