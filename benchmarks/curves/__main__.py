@@ -17,7 +17,20 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--threads", type=int, default=1, help="torch threads of this process")
     rec.add_argument("--shard", default="0/1", help="k/n: this process records runs k, k+n, k+2n, ...")
     rec.add_argument("--limit", type=int, default=None, help="stop after this many runs")
+    rep = sub.add_parser("replay", help="replay searches on the recorded curves (PROTOCOL.md)")
+    rep.add_argument("phase", choices=("tuning", "claim", "apart"), help="which tasks, seeds and arms")
+    rep.add_argument("--seeds", default=None, help="first:last replay seeds (default: the protocol's for the phase)")
+    rep.add_argument("--jobs", type=int, default=2, help="processes")
+    rep.add_argument("--out", default=None, help="results file name (default: the phase's)")
+    sub.add_parser("report", help="render RESULTS.md from results/*.json")
     args, rest = parser.parse_known_args(argv)
+    if args.command == "replay":
+        return _replay(args)
+    if args.command == "report":
+        from benchmarks.curves.report import write
+
+        print(write())
+        return 0
     if args.command == "record":
         k, n = (int(x) for x in args.shard.split("/"))
         from benchmarks.curves.record import record
@@ -26,6 +39,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from benchmarks.curves import replay, tasks
+
+    names = {"tuning": tasks.TUNING, "claim": tasks.CLAIM, "apart": tasks.APART}[args.phase]
+    if args.seeds:
+        first, last = (int(x) for x in args.seeds.split(":"))
+        seeds: tuple[int, ...] = tuple(range(first, last + 1))
+    else:
+        seeds = replay.TUNING_SEEDS if args.phase == "tuning" else replay.CLAIM_SEEDS
+    arms = replay.phase_arms(args.phase)
+    result = replay.measure(args.phase, names, seeds, arms, args.jobs)
+    print(replay.write(result, args.out or args.phase))
+    return 0
 
 
 if __name__ == "__main__":

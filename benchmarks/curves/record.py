@@ -49,25 +49,35 @@ def meta() -> dict[str, Any]:
     }
 
 
-def record_one(task: tasks.Task, index: int, params: dict[str, Any], seed: int, threads: int) -> dict[str, Any]:
-    """Train one run for ``EPOCHS`` epochs; its curve."""
+def record_one(
+    task: tasks.Task, index: int, params: dict[str, Any], seed: int, threads: int, epochs: int = tasks.EPOCHS
+) -> dict[str, Any]:
+    """Train one run for ``epochs`` epochs (the protocol's: ``EPOCHS``); its curve."""
     import torch
 
     from trials.config import TrainConfig
-    from trials.train import _build_parts, _Fitting, _Run, evaluate_test
+    from torch import nn
 
-    config = TrainConfig.from_dict(task.train_config(params, seed))
+    from trials.data import ImageLoader, load_test
+    from trials.train import _build_parts, _Fitting, _Run, evaluate
+
+    config = TrainConfig.from_dict(task.train_config(params, seed, epochs))
     timings: dict[str, float] = {"train_s": 0.0, "eval_s": 0.0, "checkpoint_s": 0.0, "report_s": 0.0}
     t_start = time.perf_counter()
     parts = _build_parts(config, threads, timings)
     epochs: list[dict[str, float]] = []
     last = [time.perf_counter()]
     test_s = [0.0]
+    # the test split, loaded once, in large batches (eval mode: per-image results do not depend on the batch)
+    test_loader = ImageLoader(
+        load_test(config.dataset, image_size=config.resolved_image_size), shuffle=False, batch_size=256, num_workers=0
+    )
 
     def reporter(epoch: int, metrics: Any) -> str:
         now = time.perf_counter()
         seconds = now - last[0]
-        test = evaluate_test(parts.model, config)
+        t = evaluate(parts.model, test_loader, nn.CrossEntropyLoss(), parts.device, amp_dtype=None, channels_last=False)
+        test = {"test_acc": t["val_acc"], "test_loss": t["val_loss"]}
         parts.model.train()
         after = time.perf_counter()
         test_s[0] += after - now

@@ -42,14 +42,14 @@ class Task:
     name: str
     dataset: dict[str, Any]
 
-    def train_config(self, params: dict[str, Any], seed: int) -> dict[str, Any]:
+    def train_config(self, params: dict[str, Any], seed: int, epochs: int = EPOCHS) -> dict[str, Any]:
         """The ``train:`` config of one recorded run (a dict ``trials.config.TrainConfig.from_dict`` takes)."""
         return {
             "model": "resnet18",
             "weights": str(PRETRAINED),
             "dataset": dict(self.dataset),
             "image_size": IMAGE_SIZE,
-            "epochs": EPOCHS,
+            "epochs": epochs,
             "freeze_backbone_epochs": FREEZE,
             "backbone_lr_mult": 0.5,
             "num_workers": 0,
