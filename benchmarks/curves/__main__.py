@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--jobs", type=int, default=2, help="processes")
     rep.add_argument("--out", default=None, help="results file name (default: the phase's)")
     sub.add_parser("report", help="render RESULTS.md from results/*.json")
-    args, rest = parser.parse_known_args(argv)
+    args = parser.parse_args(argv)
     if args.command == "replay":
         return _replay(args)
     if args.command == "report":

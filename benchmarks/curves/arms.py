@@ -70,7 +70,8 @@ class HpoSearcher:
             return None
         from hpo.space import sample
 
-        trial = self.study.ask()
+        # a new trial, as the coordinator creates one: never a WAITING (paused) trial, which Study.ask would take
+        trial = optuna.Trial(self.study, self.storage.create_new_trial(self.study._study_id))
         self.created += 1
         params = sample(self.dists, {}, {}, lambda name, dist: trial._suggest(name, dist))
         self.values[trial.number] = {}
@@ -136,9 +137,7 @@ class OptunaArm:
 
 class OptunaSearcher:
     def __init__(self, arm: OptunaArm, seed: int, n_trials: int | None) -> None:
-        self.study = optuna.create_study(
-            direction="maximize", sampler=arm.make_sampler(seed), pruner=arm.make_pruner()
-        )
+        self.study = optuna.create_study(direction="maximize", sampler=arm.make_sampler(seed), pruner=arm.make_pruner())
         self.dists = _space()
         self.n_trials, self.created = n_trials, 0
 
@@ -195,7 +194,10 @@ def optuna_anchors() -> dict[str, OptunaArm]:
             "optuna-tpe-hyperband",
             lambda seed: s.TPESampler(seed=seed),
             lambda: p.HyperbandPruner(min_resource=2, max_resource=12, reduction_factor=3),
-            {"sampler": "TPESampler(seed)", "pruner": "HyperbandPruner(min_resource=2, max_resource=12, reduction_factor=3)"},
+            {
+                "sampler": "TPESampler(seed)",
+                "pruner": "HyperbandPruner(min_resource=2, max_resource=12, reduction_factor=3)",
+            },
         ),
         "random": OptunaArm(
             "random",

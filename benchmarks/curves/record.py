@@ -54,10 +54,9 @@ def record_one(
 ) -> dict[str, Any]:
     """Train one run for ``epochs`` epochs (the protocol's: ``EPOCHS``); its curve."""
     import torch
-
-    from trials.config import TrainConfig
     from torch import nn
 
+    from trials.config import TrainConfig
     from trials.data import ImageLoader, load_test
     from trials.train import _build_parts, _Fitting, _Run, evaluate
 

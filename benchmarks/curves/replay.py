@@ -84,18 +84,21 @@ def run(curves: data.TaskCurves, arm: Any, seed: int, n_trials: int | None, max_
     return sim.replay(curves, searcher, seed=seed, workers=WORKERS, max_compute=max_compute)
 
 
-def one_seed(task: str, seed: int, arm_names: Sequence[str]) -> dict[str, Any]:
-    """Every arm on one task and replay seed: at ``N_TRIALS`` trials, and anytime up to the budget B."""
-    curves = data.load(task)
+def one_seed(
+    task: str, seed: int, arm_names: Sequence[str], curves: data.TaskCurves | None = None, n_trials: int = N_TRIALS
+) -> dict[str, Any]:
+    """Every arm on one task and replay seed: at ``n_trials`` trials, and anytime up to the budget B (the
+    compute of ``hpo-nopruning`` at ``n_trials``)."""
+    curves = curves or data.load(task)
     arms = all_arms()
-    ref = run(curves, arms["hpo-nopruning"], seed, N_TRIALS, None)
+    ref = run(curves, arms["hpo-nopruning"], seed, n_trials, None)
     budget = ref.compute
     out: dict[str, Any] = {"budget": budget, "arms": {}}
     for name in arm_names:
         t0 = time.perf_counter()
         entry: dict[str, Any] = {}
         if name in FIXED_ARMS:  # at N_TRIALS trials (G1, the sampler's choice)
-            fixed = ref if name == "hpo-nopruning" else run(curves, arms[name], seed, N_TRIALS, None)
+            fixed = ref if name == "hpo-nopruning" else run(curves, arms[name], seed, n_trials, None)
             entry.update(
                 fixed_regret=curves.oracle_test - fixed.test_at(float("inf"), curves.random_test),
                 fixed_compute=fixed.compute,
@@ -104,7 +107,9 @@ def one_seed(task: str, seed: int, arm_names: Sequence[str]) -> dict[str, Any]:
         if name not in SAMPLER_CANDIDATES or name in PRUNER_CANDIDATES:  # anytime, up to B (G2, the pruner's)
             anytime = run(curves, arms[name], seed, None, budget)
             entry.update(
-                anytime_regret=[curves.oracle_test - anytime.test_at(f * budget, curves.random_test) for f in FRACTIONS],
+                anytime_regret=[
+                    curves.oracle_test - anytime.test_at(f * budget, curves.random_test) for f in FRACTIONS
+                ],
                 anytime_trials=anytime.trials,
                 anytime_compute=anytime.compute,
             )
@@ -157,7 +162,9 @@ def _arm_settings(arm: Any) -> dict[str, Any]:
 def _commit() -> str:
     from benchmarks.curves.record import git
 
-    return git("rev-parse", "HEAD") + ("-dirty" if git("status", "--porcelain", "--", "hpo", "benchmarks/curves") else "")
+    return git("rev-parse", "HEAD") + (
+        "-dirty" if git("status", "--porcelain", "--", "hpo", "benchmarks/curves") else ""
+    )
 
 
 def surrogate_error(c: data.TaskCurves) -> dict[str, float]:
@@ -215,9 +222,18 @@ def claim_summary(result: dict[str, Any], anchors: Sequence[str]) -> dict[str, A
             [-100 * x for x in pooled(sub, "hpo-default", "fixed_regret")],
             [-100 * x for x in pooled(sub, "hpo-nopruning", "fixed_regret")],
         )
-        ratios = [d / n for d, n in zip(pooled(sub, "hpo-default", "fixed_compute"), pooled(sub, "hpo-nopruning", "fixed_compute"), strict=True)]
+        ratios = [
+            d / n
+            for d, n in zip(
+                pooled(sub, "hpo-default", "fixed_compute"), pooled(sub, "hpo-nopruning", "fixed_compute"), strict=True
+            )
+        ]
         ratio = stats.interval(ratios)
-        g1 = {"test_gap_pp": test_gap.as_dict(), "compute_ratio": ratio.as_dict(), "passed": test_gap.low >= -0.3 and ratio.high <= 0.5}
+        g1 = {
+            "test_gap_pp": test_gap.as_dict(),
+            "compute_ratio": ratio.as_dict(),
+            "passed": test_gap.low >= -0.3 and ratio.high <= 0.5,
+        }
         g2: dict[str, Any] = {}
         for a in anchors:
             rows = []

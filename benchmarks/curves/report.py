@@ -20,15 +20,17 @@ def _ci(d: dict[str, Any], unit: str = " pp", digits: int = 2) -> str:
 
 def _tasks_table(doc: dict[str, Any]) -> list[str]:
     lines = [
-        "| task | configs | runs | val images | best config's test | mean config's test | surrogate error (nearest, LOO) | seed-to-seed spread | surrogate < spread |",
+        "| task | configs | runs | val images | best config's test | mean config's test "
+        "| surrogate error (nearest, LOO) | seed-to-seed spread | surrogate < spread |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, t in doc["tasks"].items():
         s = t["surrogate"]
         ok = "yes" if s["nearest_mae_pp"] < s["seed_spread_pp"] else "**no**"
         lines.append(
-            f"| {name} | {t['configs']} | {t['runs']} | {t['n_val']} | {t['oracle_test']:.3f} | {t['random_test']:.3f} | "
-            f"{s['nearest_mae_pp']:.2f} pp | {s['seed_spread_pp']:.2f} pp ({s['seeded']} configs) | {ok} |"
+            f"| {name} | {t['configs']} | {t['runs']} | {t['n_val']} | {t['oracle_test']:.3f} "
+            f"| {t['random_test']:.3f} | {s['nearest_mae_pp']:.2f} pp "
+            f"| {s['seed_spread_pp']:.2f} pp ({s['seeded']} configs) | {ok} |"
         )
     return lines
 
@@ -37,7 +39,8 @@ def _choice_table(title: str, choice: dict[str, Any], what: str) -> list[str]:
     lines = [f"**{title}** ({what}; lower is better): chosen **{choice['chosen']}**", ""]
     lines += ["| candidate | mean | difference vs the current default, 95% CI |", "|---|---|---|"]
     for name, mean in sorted(choice["mean"].items(), key=lambda kv: kv[1]):
-        lines.append(f"| {name} | {100 * mean:.2f} pp | {_ci({k: 100 * v if k != 'n' else v for k, v in choice['vs_current'][name].items()})} |")
+        diff = {k: 100 * v if k != "n" else v for k, v in choice["vs_current"][name].items()}
+        lines.append(f"| {name} | {100 * mean:.2f} pp | {_ci(diff)} |")
     return [*lines, ""]
 
 
@@ -64,7 +67,8 @@ def claim_section(doc: dict[str, Any], title: str) -> list[str]:
         f"## {title}",
         "",
         f"From `results/{doc['phase']}.json`, commit `{doc['commit']}`; tasks {', '.join(doc['tasks'])}; replay seeds "
-        f"{doc['seeds'][0]}-{doc['seeds'][-1]} ({len(doc['seeds'])}); {doc['workers']} workers; n_trials {doc['n_trials']}.",
+        f"{doc['seeds'][0]}-{doc['seeds'][-1]} ({len(doc['seeds'])}); {doc['workers']} workers; "
+        f"n_trials {doc['n_trials']}.",
         f"hpo-default: {doc['arms'].get('hpo-default')}.",
         "",
         *_tasks_table(doc),

@@ -97,7 +97,9 @@ def anchors() -> dict[str, SyneArm]:
 
     return {
         "syne-asha": SyneArm("syne-asha", asha(1), {"scheduler": "ASHA (stopping)", **multi, "brackets": 1}),
-        "syne-hyperband": SyneArm("syne-hyperband", asha(2), {"scheduler": "ASHA with brackets", **multi, "brackets": 2}),
+        "syne-hyperband": SyneArm(
+            "syne-hyperband", asha(2), {"scheduler": "ASHA with brackets", **multi, "brackets": 2}
+        ),
         "syne-bohb": SyneArm(
             "syne-bohb", lambda seed: baselines.BOHB(space(), random_seed=seed, **multi), {"scheduler": "BOHB", **multi}
         ),
