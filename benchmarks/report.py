@@ -127,7 +127,38 @@ def section(key: str, entry: Mapping[str, Any], top_machine: Mapping[str, Any]) 
         out.append(
             "- Goal missed: " + "; ".join(f"{row['metric']} ({row['hpo']}, goal {row['goal']})" for row in missed)
         )
+    if key == "P5":
+        out += p5_paired(entry)
     return [*out, ""]
+
+
+#: P5's comparisons read paired over its runs: (label, arm, other arm, measure)
+P5_PAIRS = (
+    ("(b) - (a) final test accuracy", "b", "a", "final_test"),
+    ("(b) - (d) Ray Tune ASHA, anytime area", "b", "d", "area"),
+    ("(b) - (d) Ray Tune ASHA, final test accuracy", "b", "d", "final_test"),
+    ("(b) - (e) stock Optuna, anytime area", "b", "e", "area"),
+    ("(b) - (e) stock Optuna, final test accuracy", "b", "e", "final_test"),
+)
+
+
+def p5_paired(entry: Mapping[str, Any]) -> list[str]:
+    """P5 read as a skeptic reads it: each comparison paired over its runs, with a 95% t-interval, and a win only
+    when the whole interval is on one side. Superseded for search claims by ``benchmarks/curves`` (issue 19)."""
+    from benchmarks.curves.stats import paired
+
+    runs = (entry.get("raw") or {}).get("summary", {}).get("per_run") or {}
+    if not runs:
+        return []
+    out = [
+        "- **Read paired over its runs** (95% t-intervals; a win only when the whole interval is on one side), "
+        "P5 supports no search claim; the learning-curve benchmark replaces it for those "
+        "(`benchmarks/curves/RESULTS.md`, issue 19):"
+    ]
+    for label, arm, other, measure in P5_PAIRS:
+        p = paired([100 * r[arm][measure] for r in runs.values()], [100 * r[other][measure] for r in runs.values()])
+        out.append(f"  - {label}: {p.mean:+.2f} pp [{p.low:+.2f}, {p.high:+.2f}] (n={p.n}): {p.verdict()}")
+    return out
 
 
 def markdown(doc: Mapping[str, Any]) -> str:

@@ -78,7 +78,9 @@ def test_nearest_recorded_config_is_the_surrogate(recorded: data.TaskCurves) -> 
         assert recorded.nearest(recorded.params[c], exclude=c) != c
 
 
-@pytest.mark.parametrize("name", ["hpo-nopruning", "hpo-median", "hpo-asha2", "optuna-tpe-median", "syne-asha"])
+@pytest.mark.parametrize(
+    "name", ["hpo-nopruning", "hpo-median", "hpo-asha2", "optuna-tpe-median", "syne-asha", "ray-tune-asha"]
+)
 def test_replay_runs_every_kind_of_arm(recorded: data.TaskCurves, name: str) -> None:
     arm = replay.all_arms()[name]
     trace = sim.replay(recorded, arm.searcher(0, 6, recorded.epochs, 2), seed=0, workers=2)

@@ -55,6 +55,7 @@ ANCHORS = (
     "syne-hyperband",
     "syne-bohb",
     "syne-random",
+    "ray-tune-asha",
 )
 
 
@@ -72,11 +73,20 @@ def all_arms() -> dict[str, Any]:
 
 
 def _syne_arms() -> dict[str, Any]:
+    out: dict[str, Any] = {}
     try:
         from benchmarks.curves import syne
+
+        out.update(syne.anchors())
     except ImportError:
-        return {}
-    return syne.anchors()
+        pass
+    try:
+        from benchmarks.curves.tune import TuneAshaArm
+
+        out["ray-tune-asha"] = TuneAshaArm()
+    except ImportError:
+        pass
+    return out
 
 
 def run(curves: data.TaskCurves, arm: Any, seed: int, n_trials: int | None, max_compute: float | None) -> sim.Trace:
