@@ -271,6 +271,8 @@ def _print_status(st: Any, limit: int) -> None:
         )
     out.print(table)
     out.print("by state: " + ", ".join(f"{k.lower()} {v}" for k, v in counts.items() if v))
+    if st.paused:
+        out.print(f"paused: {st.paused} of the waiting trials (asha: they resume when promoted)")
     if st.best:
         out.print(
             f"best: trial {st.best['number']} {st.metric}={st.best['value']:.4f}  {format_params(st.best['params'])}"
@@ -405,7 +407,10 @@ def verify(
     tolerance: Annotated[
         float,
         typer.Option(
-            "--tolerance", help="Reproduced when the mean retrained val metric is this close to the trial's value."
+            "--tolerance",
+            help="The least tolerance: reproduced when the mean retrained val metric is no worse than the trial's "
+            "value by more than the winner's curse plus a tolerance from the val set's size and the seeds' spread, "
+            "never below this.",
         ),
     ] = 0.01,
     storage: Annotated[
@@ -426,8 +431,9 @@ def verify(
 
     Retrains CONFIG with N training seeds, and a baseline with the same seeds, each with the same fit as
     hpo train, as Ray tasks in parallel; evaluates every run on the held-out test split. Prints one row per
-    seed, then: [bold]reproduced[/bold] (the mean retrained val metric within --tolerance of the value the
-    trial recorded; exit 1 if not) and the [bold]gain[/bold] (tuned minus baseline test metric, paired by
+    seed, then: [bold]reproduced[/bold] (the mean retrained val metric no worse than the value the trial
+    recorded by more than the winner's curse plus a tolerance from the val set's size and the seeds' spread,
+    at least --tolerance; exit 1 if not) and the [bold]gain[/bold] (tuned minus baseline test metric, paired by
     seed: mean and 95% CI). Records the verdict on the study (hpo report shows it) when its storage opens.
 
     [bold]Example[/bold]: hpo verify best.yaml --seeds 3 --json verify.json
@@ -490,13 +496,10 @@ def _print_verdict(v: Any) -> None:
         style="bold",
     )
     out.print(table)
-    off = abs(v.val_mean - v.trial_value)
-    figures = (
-        f"mean retrained {v.metric} {f(v.val_mean)} over seeds {', '.join(map(str, v.seeds))} "
-        f"({', '.join(f(r.val) for r in v.tuned)}) vs trial {v.trial}'s recorded {f(v.trial_value)}: "
-        f"off by {f(off)}, tolerance {v.tolerance:.4f}"
-    )
-    out.print(("reproduced: yes, " if v.reproduced else "reproduced: NO, ") + figures, markup=False)
+    from hpo.verify import reproduction_lines
+
+    for line in reproduction_lines(v):
+        out.print(line, markup=False)
     interval = f"95% CI [{f(ci[0], sign=True)}, {f(ci[1], sign=True)}]" if ci else "no CI with one seed"
     better = "higher" if v.direction == "maximize" else "lower"
     source = "default hyperparameters" if v.baseline_source == "defaults" else v.baseline_source

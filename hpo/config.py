@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from hpo import files
 from hpo.coordinator import pruning
+from hpo.coordinator.promotion import PromotionRule
 from hpo.errors import ConfigError
 from hpo.space import SearchSpace, SpaceError, parse_space
 from storage.url import parse_url
@@ -127,10 +128,13 @@ class PrunerConfig(_Model):
     parameters of Optuna's pruner of that name, with Optuna's defaults, except that the median rule starts
     judging after 2 trials and at epoch 2 (``n_startup_trials: 2, n_warmup_steps: 2``; epochs count from 1),
     and that the median and percentile rules never judge head-only epochs (``SweepConfig``'s warm-up rule).
+    ``asha`` is hpo's own: successive halving in promotion mode (``hpo.coordinator.promotion``), whose losing
+    trials are paused (their checkpoints kept) and may be resumed later; it takes ``min_resource`` (default
+    ``train.freeze_backbone_epochs + 1``), ``reduction_factor`` (3) and ``max_paused_gb`` (10; null: no limit).
     Parameters a type does not take are refused;
     after validation the ones it takes hold their values, the others None."""
 
-    type: Literal["median", "percentile", "successive_halving", "hyperband", "none"] = "median"
+    type: Literal["median", "percentile", "successive_halving", "hyperband", "asha", "none"] = "median"
     percentile: float | None = Field(None, validate_default=True)  # required by the percentile type
     n_startup_trials: int | None = None
     n_warmup_steps: int | None = Field(None, description="no pruning before this epoch (epochs count from 1)")
@@ -141,6 +145,10 @@ class PrunerConfig(_Model):
     reduction_factor: int | None = None
     min_early_stopping_rate: int | None = None
     bootstrap_count: int | None = None
+    max_paused_gb: float | None = Field(None, description="asha: disk for paused trials' checkpoints (null: no limit)")
+
+    #: asha's parameters and defaults (``min_resource``: ``SweepConfig`` makes it freeze_backbone_epochs + 1)
+    ASHA_DEFAULTS: ClassVar[dict[str, Any]] = {"min_resource": 1, "reduction_factor": 3, "max_paused_gb": 10.0}
 
     #: where hpo's default differs from Optuna's
     #: (the median rule's: chosen by benchmarks/tune_defaults.py, docs/tuning.json)
@@ -163,6 +171,8 @@ class PrunerConfig(_Model):
         """The parameters pruner type ``kind`` takes, with their defaults (None: required)."""
         if kind == "none":
             return {}
+        if kind == "asha":
+            return dict(cls.ASHA_DEFAULTS)
         return {**pruning.parameters(kind), **cls.HPO_DEFAULTS.get(kind, {})}
 
     @field_validator(
@@ -176,6 +186,7 @@ class PrunerConfig(_Model):
         "reduction_factor",
         "min_early_stopping_rate",
         "bootstrap_count",
+        "max_paused_gb",
     )
     @classmethod
     def _parameter(cls, v: Any, info: ValidationInfo) -> Any:
@@ -190,7 +201,10 @@ class PrunerConfig(_Model):
         if name not in takes:
             raise ValueError(f"not a parameter of pruner type {kind!r} (it takes: {', '.join(takes) or 'nothing'})")
         given = {k: x for k, x in info.data.items() if k in takes and x is not None}
-        problem = pruning.param_problem(kind, name, v, {**takes, **given, name: v})
+        if kind == "asha":
+            problem = _asha_problem(name, v)
+        else:
+            problem = pruning.param_problem(kind, name, v, {**takes, **given, name: v})
         if problem:
             raise ValueError(f"{problem}, got {v!r}")
         return v
@@ -198,16 +212,33 @@ class PrunerConfig(_Model):
     @model_validator(mode="after")
     def _defaults(self) -> PrunerConfig:
         for name, default in self.defaults(self.type).items():
+            if name == "max_paused_gb" and name in self.model_fields_set:
+                continue  # null given: no limit
             if getattr(self, name) is None:
                 object.__setattr__(self, name, default)
         self.rule()  # the rule checks its parameters too: a config that passed builds
         return self
 
-    def rule(self) -> pruning.PrunerRule | None:
+    def rule(self) -> pruning.PrunerRule | PromotionRule | None:
         """The pruner's settings as the coordinator takes them (None for ``type: none``)."""
         if self.type == "none":
             return None
+        if self.type == "asha":
+            assert isinstance(self.min_resource, int) and isinstance(self.reduction_factor, int)
+            return PromotionRule(self.min_resource, self.reduction_factor)
         return pruning.RULES[self.type](**{name: getattr(self, name) for name in self.defaults(self.type)})
+
+
+def _asha_problem(name: str, value: Any) -> str | None:
+    """What is wrong with asha's parameter ``name`` = ``value``, or None."""
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    if name == "min_resource" and not (whole and value >= 1):
+        return "must be a whole number of epochs, at least 1"
+    if name == "reduction_factor" and not (whole and value >= 2):
+        return "must be a whole number, at least 2"
+    if name == "max_paused_gb" and not (isinstance(value, int | float) and not isinstance(value, bool) and value > 0):
+        return "must be a number of gigabytes above 0, or null for no limit"
+    return None
 
 
 class ResourcesConfig(_Model):
@@ -292,6 +323,24 @@ class SweepConfig(_Model):
             warmup = self.train.freeze_backbone_epochs + 1
             if warmup > (p.n_warmup_steps or 0):
                 object.__setattr__(self, "pruner", p.model_copy(update={"n_warmup_steps": warmup}))
+        return self
+
+    @model_validator(mode="after")
+    def _asha_past_head_only_epochs(self) -> SweepConfig:
+        """asha's first rung is after the head-only epochs unless ``pruner.min_resource`` is given; a given one
+        must leave a rung below ``train.epochs`` (else no trial would ever be judged)."""
+        p = self.pruner
+        if p.type != "asha":
+            return self
+        if "min_resource" not in p.model_fields_set:
+            object.__setattr__(
+                self, "pruner", p.model_copy(update={"min_resource": self.train.freeze_backbone_epochs + 1})
+            )
+        elif isinstance(p.min_resource, int) and p.min_resource >= self.train.epochs:
+            raise ValueError(
+                f"pruner.min_resource: must be below train.epochs ({self.train.epochs}), or no trial is ever "
+                f"judged, got {p.min_resource!r}"
+            )
         return self
 
     @property

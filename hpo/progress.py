@@ -51,7 +51,10 @@ class LineObserver:
         value = summary.get("value")
         val = f" {self._metric}={value:.4f}" if isinstance(value, float) else ""
         steps = summary.get("steps")
-        where = f" at epoch {steps}" if state == "PRUNED" and steps else f" after {steps} epochs" if steps else ""
+        if state == "WAITING":  # asha paused it (WAITING in the study): it may resume
+            state = "PAUSED"
+        stopped = state in ("PRUNED", "PAUSED")
+        where = f" at epoch {steps}" if stopped and steps else f" after {steps} epochs" if steps else ""
         reason = f" ({summary['reason']})" if state == "FAIL" and summary.get("reason") else ""
         done = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
         best_txt = f" | best #{best['number']} {best['value']:.4f}" if best else ""

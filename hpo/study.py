@@ -45,6 +45,12 @@ ATTR_CHECKPOINT_DIR = "checkpoint_dir"
 #: for such studies (``trial.report`` refuses, and its TPE fails on a PRUNED trial that has them), so hpo keeps
 #: them here; ``curve`` reads either.
 ATTR_CURVE = "intermediate_values"
+#: A paused trial (``pruner: {type: asha}``): Optuna state WAITING with this system attr, the epoch it paused at
+#: (it stays once the trial resumes: "last paused at"). hpo's ask never takes such a WAITING trial as an enqueued
+#: one; the sampler sees it as PRUNED with its curve (``hpo.coordinator.sampling``).
+SYS_PAUSED = "hpo:paused"
+ATTR_PAUSED_AT = "paused_at_epoch"  # the same epoch, for humans (the dashboard shows user attrs)
+ATTR_PRUNED_REASON = "pruned_reason"  # why a paused trial was given up (told PRUNED)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -147,9 +153,7 @@ def objectives_problem(name: str, attrs: Mapping[str, Any], have_directions: Seq
         raise ConfigError(f"{field}: study {name!r} already exists and is to {have}, got {directions}")
     existing = attrs.get(ATTR_METRIC)
     if existing is not None and existing != wanted[0]:
-        raise ConfigError(
-            f"study.metric: study {name!r} already exists and optimizes {existing!r}, got {wanted[0]!r}"
-        )
+        raise ConfigError(f"study.metric: study {name!r} already exists and optimizes {existing!r}, got {wanted[0]!r}")
     recorded = attrs.get(ATTR_OBJECTIVES) or _recorded_objectives(attrs)
     if recorded and len(wanted) > 1 and [str(m) for m in recorded] != wanted:
         raise ConfigError(
@@ -231,6 +235,11 @@ def reap_running(study: optuna.Study, reason: str) -> list[int]:
         study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
         reaped.append(t.number)
     return reaped
+
+
+def is_paused(trial: FrozenTrial) -> bool:
+    """A trial paused by asha: WAITING, with ``SYS_PAUSED`` (an enqueued trial has no such attr)."""
+    return trial.state == TrialState.WAITING and trial.system_attrs.get(SYS_PAUSED) is not None
 
 
 def state_counts(trials: Iterable[FrozenTrial]) -> dict[str, int]:

@@ -305,7 +305,7 @@ train: {epochs: 3}
             "{type: none, n_startup_trials: 3}",
             "pruner.n_startup_trials: not a parameter of pruner type 'none' (it takes: nothing)",
         ),
-        ("{type: asha}", "pruner.type:"),
+        ("{type: wilcoxon}", "pruner.type:"),
     ],
 )
 def test_bad_pruner_settings_name_the_field_and_value(tmp_path: Path, pruner: str, message: str) -> None:

@@ -179,7 +179,8 @@ def test_report_shows_a_stored_verdict(tmp_path: Path) -> None:
     text = " ".join(section.split())
     assert "Verified by hpo verify" in text
     assert '<div class="label">reproduced</div><div class="value">yes</div>' in text
-    assert "mean retrained val_acc 0.96 vs trial 4&#39;s 0.962, tolerance 0.01" in text
+    # the tolerance used: the seeds' spread (sd 0.01) as a 95% band, 1.96 x 0.01 x sqrt(1 + 1/3), above the 0.01 floor
+    assert "mean retrained val_acc 0.96 vs trial 4&#39;s 0.962, tolerance 0.0226317" in text
     assert '<div class="value">+0.0367</div>' in text and "95% CI [+0.0" in text
     assert "test_acc, tuned minus default hyperparameters, paired by seed" in text
     assert '<div class="label">seeds</div><div class="value">3</div>' in text and "training seeds 0, 1, 2" in text

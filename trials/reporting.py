@@ -1,6 +1,7 @@
 """The reporter interface between a training run and whoever watches it (the sweep's coordinator, or nobody).
 
-``fit`` calls ``reporter(epoch, metrics)`` after each epoch and stops when the answer is ``PRUNE``.
+``fit`` calls ``reporter(epoch, metrics)`` after each epoch and stops when the answer is ``PRUNE``; on ``PAUSE``
+it saves a checkpoint at that epoch and stops, to be resumed later by a call with the same checkpoint folder.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 Reporter = Callable[[int, Mapping[str, float]], str]
 CONTINUE = "continue"
 PRUNE = "prune"
+PAUSE = "pause"
 
 
 def json_safe(value: Any) -> Any:

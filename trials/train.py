@@ -41,7 +41,7 @@ from trials.data import DataBundle, ImageLoader, load_data, load_test, resolve_n
 from trials.errors import TrainConfigError, one_line
 from trials.models import backbone_modules, build_model, split_parameters
 from trials.paths import CHECKPOINT_NAME
-from trials.reporting import CONTINUE, PRUNE, Reporter, json_safe
+from trials.reporting import CONTINUE, PAUSE, PRUNE, Reporter, json_safe
 
 METRIC_KEYS = ("val_acc", "val_loss", "train_loss", "lr")
 #: The test-split counterpart of each metric ``fit`` can monitor.
@@ -49,12 +49,16 @@ TEST_METRICS = {"val_acc": "test_acc", "val_loss": "test_loss"}
 
 _log = logging.getLogger(__name__)
 
+#: How a ``fit`` ended. ``paused``: the reporter answered ``"pause"``; the run was saved at that epoch, and a later
+#: ``fit`` with the same config and checkpoint folder resumes after it.
+Status = Literal["completed", "early_stopped", "pruned", "paused"]
+
 
 @dataclass
 class FitResult:
-    """What ``fit`` did. ``model`` holds the best epoch's weights unless the run was pruned."""
+    """What ``fit`` did. ``model`` holds the best epoch's weights unless the run was pruned or paused."""
 
-    status: Literal["completed", "early_stopped", "pruned"]
+    status: Status
     epochs_run: int
     best_epoch: int
     best_metrics: dict[str, float]
@@ -267,8 +271,10 @@ def _ask(reporter: Reporter | None, epoch: int, entry: Mapping[str, float]) -> s
     if reporter is None:
         return CONTINUE
     answer = reporter(epoch, {k: float(entry[k]) for k in METRIC_KEYS})
-    if answer not in (CONTINUE, PRUNE):
-        raise ValueError(f"reporter returned {answer!r} for epoch {epoch}; expected {CONTINUE!r} or {PRUNE!r}")
+    if answer not in (CONTINUE, PRUNE, PAUSE):
+        raise ValueError(
+            f"reporter returned {answer!r} for epoch {epoch}; expected {CONTINUE!r}, {PRUNE!r} or {PAUSE!r}"
+        )
     return answer
 
 
@@ -423,12 +429,15 @@ def fit(
     """Fine-tune ``config.model`` on ``config.dataset`` for up to ``config.epochs`` epochs.
 
     After every epoch ``reporter(epoch, metrics)`` is called; ``"prune"`` stops the run (status
-    ``pruned``). Early stopping on ``config.metric`` ends it with status ``early_stopped``. With a
+    ``pruned``); ``"pause"`` saves a checkpoint at that epoch, whatever ``checkpoint_every_s``, and stops the run
+    (status ``paused``: a later call with the same config and ``checkpoint_dir`` resumes after that epoch; an
+    answer at the last epoch, or at one where early stopping ends the run, is not a pause). Early stopping on
+    ``config.metric`` ends it with status ``early_stopped``. With a
     ``checkpoint_dir`` the run is saved after an epoch (before it is reported) once
     ``config.checkpoint_every_s`` seconds of training have passed since the last save (0: every epoch), and
     a later call with the same config resumes it, first replaying the saved epochs through the reporter.
     ``num_threads`` (the trial's CPUs) sets torch's CPU threads (CPU only) and what ``num_workers: auto``
-    follows. The returned model holds the best epoch's weights unless the run was pruned.
+    follows. The returned model holds the best epoch's weights unless the run was pruned or paused.
 
     ``FitResult.timings`` (seconds; ``*_at`` are ``time.time()`` stamps): ``dataset_s`` (splits and
     datasets; the decoded base data is cached per process), ``model_s`` (build, weight load, to the device),
@@ -544,16 +553,18 @@ class _Fitting:
         self.timings, self.t_start = timings, t_start
         self.resumed_from = len(run.history)
         self.last_saved = 0.0  # perf_counter at the last save (or the loop's start): see checkpoint_every_s
+        self.saved_epoch = self.resumed_from  # the epoch the checkpoint holds
 
-    def result(self, status: Literal["completed", "early_stopped", "pruned"]) -> FitResult:
+    def result(self, status: Status) -> FitResult:
         run, parts, timings = self.run, self.parts, self.timings
         model = parts.model
-        if status != "pruned" and run.best_state is not None:
+        stopped = status in ("pruned", "paused")
+        if not stopped and run.best_state is not None:
             model.load_state_dict(run.best_state)
         _set_trainable(parts.backbone, True)  # hand back an ordinary model, even after a frozen last epoch
         best_epoch = run.tracker.best_epoch or len(run.history)  # no valid metric at all: the last epoch
         best = run.history[best_epoch - 1] if best_epoch else {}
-        costs = model_costs(model, self.config, parts.device) if status != "pruned" else {}
+        costs = model_costs(model, self.config, parts.device) if not stopped else {}
         timings["train_data_s"], timings["eval_data_s"] = parts.timed_train.seconds, parts.timed_val.seconds
         timings["total_s"] = time.perf_counter() - self.t_start
         timings.setdefault("setup_s", timings["total_s"])  # no batch trained (a finished run replayed)
@@ -583,7 +594,10 @@ class _Fitting:
         here (pruned now, or finished before it was saved); None when it goes on training."""
         run, config = self.run, self.config
         for entry in list(run.history):
-            if self.ask(int(entry["epoch"]), entry) == PRUNE:
+            answer = self.ask(int(entry["epoch"]), entry)
+            if answer == PAUSE and int(entry["epoch"]) == len(run.history) and run.finished is None:
+                return self.result("paused")  # paused again where it was saved: nothing to train or save
+            if answer == PRUNE:
                 del run.history[int(entry["epoch"]) :]
                 run.tracker = early_stopping.Tracker()  # the best epoch is now the best of what is kept
                 for kept in run.history:
@@ -622,9 +636,15 @@ class _Fitting:
                 f"val_loss={entry['val_loss']:.4f} val_acc={entry['val_acc']:.4f} lr={entry['lr']:.3g} "
                 f"({t1 - t0:.1f}s train, {t2 - t1:.1f}s eval)"
             )
-            if self.ask(epoch, entry) == PRUNE:
+            answer = self.ask(epoch, entry)
+            if answer == PRUNE:
                 log(f"pruned after epoch {epoch}")
                 return self.result("pruned")
+            if answer == PAUSE and self.run.finished is None:
+                if self.saved_epoch != epoch:
+                    self.save(t2)  # a paused run resumes from this epoch, whatever checkpoint_every_s
+                log(f"paused after epoch {epoch}")
+                return self.result("paused")
             if stop:
                 log(
                     f"early stop after epoch {epoch}: no {config.metric} improvement for {patience} epochs "
@@ -694,6 +714,12 @@ class _Fitting:
         the last save, as of ``t_eval_end`` (the epoch's end)."""
         if self.ckpt_path is None or t_eval_end - self.last_saved < self.config.checkpoint_every_s:
             return
+        self.save(t_eval_end)
+
+    def save(self, t_eval_end: float) -> None:
+        """Save a checkpoint of the run as it is now (when there is a folder)."""
+        if self.ckpt_path is None:
+            return
         parts = self.parts
         _save_checkpoint(
             self.ckpt_path,
@@ -707,6 +733,7 @@ class _Fitting:
             list(parts.data.class_names),
         )
         self.last_saved = time.perf_counter()
+        self.saved_epoch = len(self.run.history)
         self.timings["checkpoint_s"] += self.last_saved - t_eval_end
 
 

@@ -27,7 +27,7 @@ from trials.reporting import Reporter
 class Workload(Protocol):
     """What a trial runs on a worker: train with ``config``, report each epoch, return a summary.
 
-    The summary has ``status`` (completed | early_stopped | pruned), ``best_metrics`` (a dict with the
+    The summary has ``status`` (completed | early_stopped | pruned | paused), ``best_metrics`` (a dict with the
     study's metric), and optionally ``epochs_run``, ``best_epoch``, ``resumed_from_epoch``, ``timings``.
     """
 
@@ -45,8 +45,9 @@ def train_workload(
 
     result = fit(TrainConfig.from_dict(config), reporter, checkpoint_dir, num_threads=num_threads)
     summary = result.summary()
-    # a finished trial never resumes; its epoch checkpoint (a full model) is only disk to reclaim
-    Path(checkpoint_dir, CHECKPOINT_NAME).unlink(missing_ok=True)
+    if result.status != "paused":  # a paused trial resumes from it (asha); the coordinator deletes it if not
+        # a finished trial never resumes; its epoch checkpoint (a full model) is only disk to reclaim
+        Path(checkpoint_dir, CHECKPOINT_NAME).unlink(missing_ok=True)
     return summary
 
 

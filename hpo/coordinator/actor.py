@@ -48,6 +48,15 @@ class CoordinatorActor:
     def tell(self, trial_id: int, outcome: Outcome) -> Told:
         return self._c.tell(trial_id, outcome)
 
+    def pause(self, trial_id: int, outcome: Outcome) -> Told:
+        return self._c.pause(trial_id, outcome)
+
+    def resume(self) -> Asked | None:
+        return self._c.resume()
+
+    def give_up_paused(self, new_trials: float, everything: bool = False) -> list[Told]:
+        return self._c.give_up_paused(new_trials, everything)
+
     def heartbeat(self) -> bool:
         return self._c.heartbeat()
 

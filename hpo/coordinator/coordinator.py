@@ -4,7 +4,9 @@ It runs as a Ray actor on the driver's node (``hpo.coordinator.actor``); workers
 they need no database credentials, and the sweep's database connections are this object's pool whatever
 the number of workers. It asks trials (Optuna's sampler), records every epoch's metric as the trial's
 intermediate value, answers "prune?" with the sweep's Optuna pruner from statistics it keeps up to date
-(``hpo.coordinator.pruning``), and tells trials their final state.
+(``hpo.coordinator.pruning``), and tells trials their final state. With ``pruner: {type: asha}`` it answers
+"pause?" instead, stores paused trials (WAITING), resumes them when they are promoted, and gives them up
+(PRUNED) when they cannot be (``hpo.coordinator.paused``).
 
 Every write it retries after a lost connection is idempotent: a trial is created with a token written in
 the same transaction, and a retried create finds it instead of creating a second; a failed trial's retry is
@@ -20,6 +22,7 @@ It is a plain class so tests and benchmarks can use it in-process, without Ray.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -34,6 +37,8 @@ from optuna.trial import TrialState
 from hpo import study as studies
 from hpo.coordinator import reads
 from hpo.coordinator.messages import Asked, FailureKind, Outcome, Reaped, Told
+from hpo.coordinator.paused import PausedTrial, Promotions, pruned_value, remove_checkpoint
+from hpo.coordinator.promotion import PromotionRule
 from hpo.coordinator.pruning import PrunerState
 from hpo.coordinator.sampling import LearnsFromGpuMemory
 from hpo.coordinator.settings import CoordinatorSettings
@@ -43,7 +48,7 @@ from hpo.ranking import primary
 from hpo.space import sample, trial_config
 from hpo.sweep import lease
 from storage import close_storage, open_storage, redact, retry_transient, storage_errors
-from trials.reporting import CONTINUE, PRUNE
+from trials.reporting import CONTINUE, PAUSE, PRUNE
 
 log = logging.getLogger("hpo.coordinator")
 T = TypeVar("T")
@@ -95,6 +100,8 @@ class LiveTrial:
     max_steps: int | None = None
     values: dict[int, float] = field(default_factory=dict)
     last_metrics: dict[str, float] = field(default_factory=dict)
+    checkpoint_dir: str | None = None
+    replayed_to: int | None = None  # a resumed paused trial: the epochs up to this one are replays, not news
 
 
 class Coordinator:
@@ -107,6 +114,7 @@ class Coordinator:
         self.settings = settings
         self._root = settings.checkpoint_root.rstrip("/")
         self._pruner: PrunerState | None = None  # the rule's state, loaded at connect
+        self._promotions: Promotions | None = None  # asha's state instead, loaded at connect
         self._live: dict[int, LiveTrial] = {}
         self._keeper: lease.Keeper | None = None  # renews the sweep's lease, and fences this coordinator
         if connect:
@@ -119,7 +127,9 @@ class Coordinator:
         s = self.settings
         # the driver created the schema and checked its version just before
         self._storage = self._retry(lambda: open_storage(s.storage_url, create_schema=False, check_version=False))
-        pruner = s.rule.to_optuna() if s.rule else optuna.pruners.NopPruner()
+        # asha is hpo's own (paused trials resume): Optuna's study gets no pruner for it
+        optuna_rule = None if isinstance(s.rule, PromotionRule) else s.rule
+        pruner = optuna_rule.to_optuna() if optuna_rule else optuna.pruners.NopPruner()
         self._study = self._retry(
             lambda: optuna.load_study(
                 study_name=s.study_name,
@@ -153,6 +163,11 @@ class Coordinator:
         (``hpo.coordinator.reads``); elsewhere (a storage without an engine) from Optuna's trials."""
         s, study = self.settings, self._study
         assert s.rule is not None
+        if isinstance(s.rule, PromotionRule):
+            epochs = int(s.base_config.get("epochs") or 1)
+            self._promotions = Promotions.new(s.rule, s.direction, epochs, s.max_paused_bytes)
+            self._promotions.load(study.get_trials(deepcopy=False))
+            return
         self._pruner = state = s.rule.new_state(s.direction, s.study_name)
         engine = getattr(getattr(study._storage, "_backend", None), "engine", None)
         if engine is not None:
@@ -359,7 +374,11 @@ class Coordinator:
         if retry_of is not None:
             attrs[studies.ATTR_RETRY_OF] = retry_of
         self._retry(lambda: self._writes.user_attrs(trial_id, attrs))
-        self._live[trial_id] = LiveTrial(trial_id, number, params, time.time(), max_steps=config.get("epochs"))
+        self._live[trial_id] = LiveTrial(
+            trial_id, number, params, time.time(), max_steps=config.get("epochs"), checkpoint_dir=ckpt
+        )
+        if self._promotions is not None:  # it may reach a rung: counted before its first report (``hopeless``)
+            self._promotions.started(number)
         return Asked(trial_id, number, params, config, ckpt, resume_from, attempt)
 
     def started(self, trial_id: int, node: dict[str, Any]) -> bool:
@@ -378,6 +397,8 @@ class Coordinator:
             # told already (the driver gave up on it), never asked here, or the lease lost: the worker stops
             return PRUNE
         s = self.settings
+        if live.replayed_to is not None and step <= live.replayed_to and step in live.values:
+            return CONTINUE  # a resumed trial replays its saved epochs: recorded and decided already
         value = float(metrics[s.metric])
         live.values[step] = value
         if s.multi_objective:
@@ -386,6 +407,10 @@ class Coordinator:
         else:
             self._retry(lambda: self._writes.intermediate_value(trial_id, step, value))
         live.last_metrics = {"epoch": float(step), **{k: float(v) for k, v in metrics.items()}}
+        if self._promotions is not None:
+            pause = self._promotions.report(live.number, live.values)
+            last = live.max_steps is not None and step >= live.max_steps
+            return PAUSE if pause and not last else CONTINUE
         if self._pruner is None:
             return CONTINUE
         decision = self._pruner.report(live.number, live.values)
@@ -427,7 +452,75 @@ class Coordinator:
         if self._pruner is not None and final.state == state:  # told here, not before
             values = live.values if live is not None else studies.curve(final)
             self._pruner.finished(final.number, final.state.name, values)
+        if self._promotions is not None and final.state == state:
+            self._promotions.finished(final.number)
         return self._told(final)
+
+    # ---------------------------------------------------------------------------------------------- asha
+    def pause(self, trial_id: int, outcome: Outcome) -> Told:
+        """Store a trial whose worker returned paused (asha): its outcome's attrs and ``paused_at_epoch``, the
+        system attr ``hpo:paused``, then state WAITING (a crash in between leaves it RUNNING: the next sweep
+        reaps it). Its checkpoint stays for ``resume``. A trial not running here is left as it is."""
+        self._fence()
+        live = self._live.pop(trial_id, None)
+        storage = self._study._storage
+        if live is None or self._promotions is None:
+            return self._told(self._trial(trial_id))
+        epoch = max(live.values, default=0)
+        attrs = {**outcome.attrs, studies.ATTR_PAUSED_AT: epoch}
+        self._retry(lambda: self._writes.user_attrs(trial_id, attrs))
+        self._retry(lambda: storage.set_trial_system_attr(trial_id, studies.SYS_PAUSED, epoch))
+        self._retry(lambda: storage.set_trial_state_values(trial_id, TrialState.WAITING))
+        self._promotions.paused(PausedTrial(trial_id, live.number, epoch, live.checkpoint_dir, dict(live.values)))
+        return Told(live.number, "WAITING", None, dict(live.params), len(live.values), f"paused at epoch {epoch}")
+
+    def resume(self) -> Asked | None:
+        """The paused trial to promote now, set RUNNING again and registered with its values (its replayed
+        epochs are neither written nor decided again), to run with its own checkpoint folder; None when no
+        paused trial is promotable."""
+        self._fence()
+        p = self._promotions.next() if self._promotions is not None else None
+        if p is None or self._promotions is None:
+            return None
+        storage = self._study._storage
+        taken = self._retry(lambda: storage.set_trial_state_values(p.trial_id, TrialState.RUNNING))
+        # not taken and not RUNNING: not WAITING any more, not ours to resume (RUNNING: an earlier try committed)
+        if not taken and self._trial(p.trial_id).state != TrialState.RUNNING:
+            self._promotions.finished(p.number)
+            return None
+        self._promotions.resumed(p.number)
+        t = self._trial(p.trial_id)
+        attempt = int(t.user_attrs.get(studies.ATTR_ATTEMPT, 1))
+        asked = self._register(p.trial_id, p.number, dict(t.params), attempt=attempt, resume_from=p.checkpoint_dir)
+        live = self._live[p.trial_id]
+        live.values, live.replayed_to = {**studies.curve(t), **p.values}, p.epoch
+        return replace(asked, paused_at=p.epoch)
+
+    def give_up_paused(self, new_trials: float, everything: bool = False) -> list[Told]:
+        """Tell PRUNED (reason in ``pruned_reason``), and delete the checkpoints of, the paused trials that can no
+        longer be promoted with at most ``new_trials`` more trials, then the least promising while paused
+        checkpoints take more than ``pruner.max_paused_gb``; ``everything``: all of them (the sweep ended)."""
+        if self._promotions is None:
+            return []
+        self._fence()
+        return [
+            self._give_up(p, reason) for p, reason in self._promotions.to_give_up(new_trials, everything=everything)
+        ]
+
+    def _give_up(self, p: PausedTrial, reason: str) -> Told:
+        storage = self._study._storage
+        self._retry(lambda: self._writes.user_attrs(p.trial_id, {studies.ATTR_PRUNED_REASON: reason}))
+        value = None if self.settings.multi_objective else pruned_value(p.values)
+
+        def prune() -> None:
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # an earlier try committed
+                storage.set_trial_state_values(p.trial_id, TrialState.PRUNED, None if value is None else [value])
+
+        self._retry(prune)
+        assert self._promotions is not None
+        self._promotions.finished(p.number)
+        remove_checkpoint(p.checkpoint_dir)
+        return replace(self._told(self._trial(p.trial_id)), reason=reason)
 
     @staticmethod
     def _told(final: optuna.trial.FrozenTrial) -> Told:

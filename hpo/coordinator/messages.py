@@ -62,13 +62,14 @@ class Asked:
     checkpoint_dir: str
     resume_from: str | None = None  # checkpoint folder of the failed trial this one retries
     attempt: int = 1
+    paused_at: int | None = None  # a paused trial resumed (asha): the epoch it resumes after
 
 
 @dataclass(frozen=True)
 class Outcome:
     """How a trial ended, as the driver saw it."""
 
-    state: str  # COMPLETE | PRUNED | FAIL
+    state: str  # COMPLETE | PRUNED | FAIL | PAUSED (asha: the worker saved it to resume later)
     value: float | None = None
     reason: str | None = None  # FAIL only
     attrs: dict[str, Any] = field(default_factory=dict)

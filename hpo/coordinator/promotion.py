@@ -112,8 +112,8 @@ class PromotionState:
                     self._record(r.number, rung, float(r.values[step]))
             if r.paused:
                 self.paused[r.number] = self._top_rung(r.number)
-            elif r.state == "RUNNING":
-                self.running[r.number] = self._top_rung(r.number) + 1
+            elif r.state == "RUNNING":  # the next rung it can record: after its last step (rung 0 if none)
+                self.running[r.number] = self._next_rung(max(r.values)) if r.values else 0
 
     def _top_rung(self, number: int) -> int:
         return max(self._values.get(number, {0: 0.0}), default=0)

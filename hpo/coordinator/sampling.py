@@ -5,6 +5,10 @@ out of memory. ``LearnsFromGpuMemory`` wraps the sweep's sampler and shows it ea
 study, ``fail_kind: gpu_memory``) as what it is to the search: an infeasible point, a PRUNED trial whose
 constraint ``gpu_memory`` is violated. TPE puts infeasible trials with the bad ones (its "above" group), so
 it moves away from that region. The study itself is not changed: the trial stays FAIL, with its reason.
+
+The same view shows each trial that asha paused (WAITING, ``hpo:paused``), which Optuna's samplers would skip,
+as what it is to the search so far: a PRUNED trial with its curve (TPE ranks pruned trials by their last
+intermediate value). It stays WAITING in the study, and may resume.
 """
 
 from __future__ import annotations
@@ -37,9 +41,24 @@ def as_infeasible(trial: FrozenTrial) -> FrozenTrial:
     return out
 
 
+def as_pruned(trial: FrozenTrial) -> FrozenTrial:
+    """A paused trial as the sampler should see it: PRUNED, its intermediate values kept."""
+    out = copy.copy(trial)
+    out.state = TrialState.PRUNED
+    return out
+
+
+def _shown(trial: FrozenTrial) -> FrozenTrial:
+    if out_of_gpu_memory(trial):
+        return as_infeasible(trial)
+    if studies.is_paused(trial):
+        return as_pruned(trial)
+    return trial
+
+
 class _StudyView:
     """The study as the wrapped sampler reads it: every attribute the study's, and its trials with the
-    out-of-memory ones shown as infeasible PRUNED trials."""
+    out-of-memory ones shown as infeasible PRUNED trials, the paused ones as PRUNED trials with their curve."""
 
     def __init__(self, study: optuna.Study) -> None:
         self._study = study
@@ -51,7 +70,7 @@ class _StudyView:
         self, deepcopy: bool = True, states: Container[TrialState] | None = None, use_cache: bool = False
     ) -> list[FrozenTrial]:
         trials = self._study._get_trials(deepcopy=deepcopy, states=None, use_cache=use_cache)
-        shown = [as_infeasible(t) if out_of_gpu_memory(t) else t for t in trials]
+        shown = [_shown(t) for t in trials]
         return shown if states is None else [t for t in shown if t.state in states]
 
     def get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None) -> list[FrozenTrial]:

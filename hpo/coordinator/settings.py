@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hpo.coordinator.promotion import PromotionRule
 from hpo.coordinator.pruning import PrunerRule
 
 if TYPE_CHECKING:
@@ -31,7 +32,8 @@ class CoordinatorSettings:
     sampler: str = "tpe"
     seed: int | None = None
     startup_trials: int | None = None  # TPE's random start-up trials (None: Optuna's 10)
-    rule: PrunerRule | None = None
+    rule: PrunerRule | PromotionRule | None = None  # PromotionRule: asha, paused trials resume (``paused``)
+    max_paused_bytes: int | None = None  # asha: paused trials' checkpoints past this are given up (None: no limit)
     parallel: int = 1
     retry_timeout: float = 60.0
     lease: dict[str, Any] | None = field(default=None)  # the driver's lease, renewed by the coordinator
@@ -54,12 +56,17 @@ class CoordinatorSettings:
             seed=cfg.study.sampler.seed,
             startup_trials=cfg.study.startup_trials,
             rule=cfg.pruner.rule(),
+            max_paused_bytes=_bytes(cfg.pruner.max_paused_gb),
             parallel=parallel,
             retry_timeout=cfg.storage_options.retry_timeout,
             lease=lease,
             conditions=space.conditions,
             multi_objective=len(cfg.objectives) > 1,
         )
+
+
+def _bytes(gb: float | None) -> int | None:
+    return None if gb is None else int(gb * 1e9)
 
 
 def checkpoint_root(cfg: SweepConfig) -> str:

@@ -17,6 +17,8 @@ from typing import Any
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
+from hpo.study import SYS_PAUSED, is_paused
+
 #: Trial system attr: the token of the ask (or retry) that created the trial, so a retried create finds it.
 TOKEN_KEY = "hpo:create_token"
 
@@ -167,6 +169,8 @@ class Writes:
             return found
         if params is None:
             for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
+                if is_paused(t) or SYS_PAUSED in t.system_attrs:
+                    continue  # paused by asha: resumed by the coordinator, never taken as an enqueued trial
                 try:
                     if not storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
                         continue
@@ -218,11 +222,16 @@ def _token_query(study_id: int, token: str) -> Any:
 
 def _take_waiting(session: Any, backend: Any, study_id: int, token: str) -> int | None:
     """In the caller's transaction: the study's first enqueued (WAITING) trial set RUNNING, as Optuna's
-    ``Study._pop_waiting_trial_id`` does, with the token written beside it; None when the queue is empty."""
+    ``Study._pop_waiting_trial_id`` does, with the token written beside it; None when the queue is empty. A
+    trial asha paused (WAITING with ``hpo:paused``) is not an enqueued one: the coordinator resumes it."""
+    import sqlalchemy
+
     models = _rdb_models()
+    attrs = models.TrialSystemAttributeModel
+    paused = sqlalchemy.exists().where(attrs.trial_id == models.TrialModel.trial_id, attrs.key == SYS_PAUSED)
     trial = (
         session.query(models.TrialModel)
-        .filter(models.TrialModel.study_id == study_id, models.TrialModel.state == TrialState.WAITING)
+        .filter(models.TrialModel.study_id == study_id, models.TrialModel.state == TrialState.WAITING, ~paused)
         .order_by(models.TrialModel.trial_id)
         .with_for_update()
         .first()

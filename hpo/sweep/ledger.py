@@ -70,6 +70,7 @@ class Ledger:
     waiting: int = 0  # asked (or retries created) and not launched yet
     running: int = 0  # launched, not finished
     telling: int = 0  # finished, told, the answer not read yet
+    paused: int = 0  # paused by asha (WAITING in the study): they count towards the target, as trials created
     environment_failure: str | None = field(default=None)
     gpu_memory_streak: list[str] = field(default_factory=list)  # what ran out of GPU memory since the last finish
 
@@ -81,8 +82,8 @@ class Ledger:
         return self.counts["COMPLETE"] + self.counts["PRUNED"]
 
     def committed(self) -> int:
-        """Trials finished or on their way: told (or being told), running, waiting, being asked."""
-        return self.finished() + self.telling + self.running + self.waiting + self.asking
+        """Trials finished or on their way: told (or being told), running, waiting, being asked, paused."""
+        return self.finished() + self.telling + self.running + self.waiting + self.asking + self.paused
 
     @property
     def launching(self) -> bool:
@@ -135,6 +136,8 @@ class Ledger:
             self.telling -= 1
         self.counts["RUNNING"] = max(0, self.counts["RUNNING"] - 1)
         self.counts[told.state] = self.counts.get(told.state, 0) + 1
+        if told.state == "WAITING":
+            self.paused += 1  # asha paused it
         if told.state == "COMPLETE" and self._improves(told.value):
             self.best = Best(told.number, float(told.value), told.params)  # type: ignore[arg-type]
         if told.state == "FAIL" and kind is not None and kind.spends_budget:
@@ -151,6 +154,19 @@ class Ledger:
         if not ranks(value):
             return False
         return self.best is None or better(value, self.best.value, self.direction)  # type: ignore[arg-type]
+
+    def resumed(self) -> None:
+        """A paused trial was promoted: RUNNING again, waiting for its launch."""
+        self.paused -= 1
+        self.counts["WAITING"] = max(0, self.counts["WAITING"] - 1)
+        self.counts["RUNNING"] += 1
+        self.waiting += 1
+
+    def gave_up(self, told: Told) -> None:
+        """A paused trial was given up: PRUNED, from WAITING."""
+        self.paused -= 1
+        self.counts["WAITING"] = max(0, self.counts["WAITING"] - 1)
+        self.counts[told.state] = self.counts.get(told.state, 0) + 1
 
     def reaped(self, n_reaped: int, n_retries: int, n_resumed: int = 0) -> None:
         """Trials a lost driver left RUNNING were told FAIL; ``n_retries`` new trials run them (or trials a

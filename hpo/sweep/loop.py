@@ -22,6 +22,7 @@ import ray
 from hpo.cluster.worker import TrialRun, Workload, trial_task
 from hpo.config import SweepConfig
 from hpo.coordinator.messages import Asked, FailureKind, Outcome, Reaped, Told
+from hpo.coordinator.promotion import PromotionRule
 from hpo.coordinator.settings import checkpoint_root
 from hpo.errors import LeaseLostError, SweepError
 from hpo.progress import Observer
@@ -62,6 +63,10 @@ class SweepLoop:
         # Beyond the free slots, this many trials are asked ahead, so that freed slots start them at once (with
         # one slot there is nothing to overlap: the ask would only queue behind the trial's reports).
         self.ahead = min(parallel, ASK_AHEAD) if parallel > 1 else 0
+        # asha: a freed slot goes to a promoted paused trial first, so no trial is asked ahead of it
+        self.asha = isinstance(cfg.pruner.rule(), PromotionRule)
+        if self.asha:
+            self.ahead = 0
         self.asking: list[ray.ObjectRef] = []  # asks sent, answers not read
         self.ready: list[Asked] = []  # asked (or retries), waiting for a slot
         self.running: dict[ray.ObjectRef, Asked] = {}
@@ -80,6 +85,8 @@ class SweepLoop:
             while self.step():
                 pass
             self._wind_down()
+            if self.asha and self.ledger.stop is None:  # the sweep ended normally: nothing left to promote them
+                self._give_up_paused(everything=True)
             ended = True
         except StorageError as e:
             raise SweepError(
@@ -119,6 +126,8 @@ class SweepLoop:
             self._start_waiting()  # a freed slot starts a trial asked ahead before the finished one is told
         for asked, outcome in ended:
             self._tell(asked, outcome)
+        if self.asha and ended and self.ledger.paused:
+            self._give_up_paused()
         return True
 
     # ----------------------------------------------------------------------------------------------
@@ -147,10 +156,34 @@ class SweepLoop:
             )
 
     def _fill_slots(self) -> None:
+        if self.asha:
+            self._resume_paused()
         n = self.ledger.asks_wanted(self.parallel, self.ahead)
         self.asking.extend(self.c.ask.remote() for _ in range(n))
         self.ledger.asked(n)
         self._start_waiting()
+
+    def _resume_paused(self) -> None:
+        """asha: each free slot first resumes a promoted paused trial, if any (launched at once)."""
+        led = self.ledger
+        while led.launching and led.paused and len(self.running) + len(self.ready) + len(self.asking) < self.parallel:
+            asked: Asked | None = call(self.c.resume.remote())
+            if asked is None:
+                return
+            led.resumed()
+            self.obs.message(f"resuming trial {asked.number} after epoch {asked.paused_at} (promoted)")
+            self._launch(asked)
+
+    def _give_up_paused(self, *, everything: bool = False) -> None:
+        """asha: tell PRUNED the paused trials that can no longer be promoted (every one, at the end of a sweep),
+        and the least promising while paused checkpoints exceed ``pruner.max_paused_gb``. While the sweep no
+        longer launches, only the disk budget applies: the next sweep may still promote them."""
+        led = self.ledger
+        new_trials = max(0, led.target - led.committed()) if led.launching else math.inf
+        for told in call(self.c.give_up_paused.remote(new_trials, everything)):
+            led.gave_up(told)
+            best = led.best.as_dict() if led.best else None
+            self.obs.trial_finished(told.as_dict(), led.counts, best)
 
     def _start_waiting(self) -> None:
         """A retry or a trial asked ahead takes each free slot (a retry replaces the trial it retries, so it
@@ -179,6 +212,9 @@ class SweepLoop:
         self.ledger.launch()
 
     def _tell(self, asked: Asked, outcome: Outcome) -> None:
+        if outcome.state == "PAUSED":  # asha: stored at once, so that the next slot may resume it
+            self._record(call(self.c.pause.remote(asked.trial_id, outcome)), None)
+            return
         if outcome.state != "FAIL":  # the summary is read later: nothing waits for it
             self.telling[self.c.tell.remote(asked.trial_id, outcome)] = None
             self.ledger.telling_started()

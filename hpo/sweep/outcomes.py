@@ -22,7 +22,7 @@ ENVIRONMENT_ERRORS: tuple[type[BaseException], ...] = (DataError, ModelError, Im
 
 def from_result(result: Mapping[str, Any], objectives: str | Sequence[str]) -> Outcome:
     """A trial task returned: COMPLETE with the best epoch's metric (every objective's, primary first, in a
-    multi-objective study), or PRUNED."""
+    multi-objective study), PRUNED, or PAUSED (asha: to resume from its checkpoint)."""
     names = [objectives] if isinstance(objectives, str) else list(objectives)
     attrs: dict[str, Any] = {
         studies.ATTR_STOP_REASON: result.get("status"),
@@ -38,6 +38,8 @@ def from_result(result: Mapping[str, Any], objectives: str | Sequence[str]) -> O
     attrs = {k: v for k, v in attrs.items() if v is not None}
     if result.get("status") == "pruned":
         return Outcome("PRUNED", None, None, attrs)
+    if result.get("status") == "paused":
+        return Outcome("PAUSED", None, None, attrs)
     metrics = result.get("best_metrics") or {}
     for metric in names:
         if metric not in metrics:

@@ -29,6 +29,7 @@ class Prepared:
     best: Best | None
     orphans: list[int]  # ids of trials a lost driver left RUNNING: the coordinator reaps (and retries) them
     reaped: list[int]  # numbers of those failed here (the study needs no more trials: none is retried)
+    paused: int = 0  # trials asha paused (WAITING, ``hpo:paused``): the coordinator may resume them
 
 
 def prepare_study(
@@ -120,6 +121,7 @@ def _count(study: Any, cfg: SweepConfig) -> Prepared:
         best=None if best is None else Best.of(best),
         orphans=orphans,
         reaped=reaped,
+        paused=sum(1 for t in trials if studies.is_paused(t)),
     )
 
 

@@ -105,6 +105,7 @@ def run_sweep(
             direction=str(cfg.direction),
             counts=prepared.counts,
             best=prepared.best,
+            paused=prepared.paused,
         )
         if prepared.finished >= ledger.target:
             ledger.stop = StopReason.NOTHING_TO_DO

@@ -170,6 +170,17 @@ def state_counts(conn: sa.Connection, study: int | None = None) -> dict[int, dic
     return out
 
 
+def paused_count(conn: sa.Connection, study: int) -> int:
+    """Trials asha paused (WAITING with the system attr ``hpo:paused``): they may resume."""
+    attrs = models.TrialSystemAttributeModel.__table__
+    q = (
+        sa.select(sa.func.count())
+        .select_from(_trials.join(attrs, attrs.c.trial_id == _trials.c.trial_id))
+        .where(_trials.c.study_id == study, _trials.c.state == TrialState.WAITING, attrs.c.key == studies.SYS_PAUSED)
+    )
+    return int(conn.execute(q).scalar() or 0)
+
+
 def _primary() -> Any:
     """The trial_values rows of the primary objective that can be ranked (finite)."""
     return sa.and_(_values.c.trial_id == _trials.c.trial_id, _values.c.objective == 0, _values.c.value_type == _FINITE)

@@ -38,6 +38,7 @@ class StudyStatus:
     rows: list[TrialRow]  # every trial by number, or (``limit``) the best first, bounded
     objectives: list[str] = field(default_factory=list)  # a multi-objective study's, primary first
     pareto: list[dict[str, Any]] = field(default_factory=list)  # its Pareto front: number, values, params
+    paused: int = 0  # of the WAITING trials, those asha paused (``pruner: {type: asha}``): they may resume
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,6 +87,7 @@ def summarize(
         metric=metric,
         direction=direction,
         counts=studies.state_counts(trials),
+        paused=sum(1 for t in trials if studies.is_paused(t)),
         best=None if best is None else Best.of(best).as_dict(),
         trial_seconds=sum(r.duration_s or 0.0 for r in rows if r.state != TrialState.RUNNING.name),
         epochs_run=sum(r.epochs_run for r in rows),

@@ -107,6 +107,7 @@ def status_from_sql(conn: sa.Connection, info: queries.StudyInfo, *, limit: int 
             {"number": values[t][0], "values": dict(zip(objectives, values[t][1], strict=False)), "params": params[t]}
             for t in front
         ],
+        paused=queries.paused_count(conn, sid),
     )
 
 
