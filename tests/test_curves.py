@@ -150,3 +150,19 @@ def test_claim_summary_of_a_replay(recorded: data.TaskCurves) -> None:
     assert [r["fraction"] for r in rows] == list(replay.FRACTIONS)
     assert all(r["verdict"] in ("win", "tie", "loss") for r in rows)
     assert summary["per_task"]["lfw"]["G1"] == g1  # one task: pooled is that task
+
+
+def test_committed_curves_still_reproduce_with_todays_trials_code() -> None:
+    """The recorded curves stand for ``trials/`` as it is now: the first committed run of a task re-trains to the
+    same val and test accuracy at every epoch (to within one image; CPU training with one thread is
+    deterministic). A change to the training code that fails this must re-record the curves."""
+    path = data.DATA / "shapes-tuning-few.jsonl"
+    if not path.is_file():
+        pytest.skip("no committed curves yet")
+    row = json.loads(path.read_text().splitlines()[0])
+    task = tasks.task(row["task"])
+    new = record.record_one(task, row["config"], tasks.configs()[row["config"]], row["seed"], 1)
+    one_val, one_test = 1 / row["n_val"] + 1e-9, 1 / 300 + 1e-9
+    for old, now in zip(row["epochs"], new["epochs"], strict=True):
+        assert abs(old["val_acc"] - now["val_acc"]) <= one_val, (old, now)
+        assert abs(old["test_acc"] - now["test_acc"]) <= one_test, (old, now)
