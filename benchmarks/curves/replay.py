@@ -172,8 +172,10 @@ def _arm_settings(arm: Any) -> dict[str, Any]:
 def _commit() -> str:
     from benchmarks.curves.record import git
 
+    # code only: curves still being recorded (untracked data files) do not make a replay's code dirty
+    code = ("hpo", "trials", "benchmarks/curves/*.py")
     return git("rev-parse", "HEAD") + (
-        "-dirty" if git("status", "--porcelain", "--", "hpo", "benchmarks/curves") else ""
+        "-dirty" if git("status", "--porcelain", "--untracked-files=no", "--", *code) else ""
     )
 
 
