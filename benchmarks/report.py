@@ -174,6 +174,11 @@ def markdown(doc: Mapping[str, Any]) -> str:
         "edit by hand. Regenerate with `make bench` (`python -m benchmarks`; `--only P1,P3` reruns some and merges "
         "them in; `--render` re-renders this file from the JSON).",
         "",
+        "**Search efficiency** is measured by the learning-curve benchmark, not here: "
+        "[benchmarks/curves/RESULTS.md](benchmarks/curves/RESULTS.md) (rendered from `benchmarks/curves/results/`; "
+        "protocol `benchmarks/curves/PROTOCOL.md`). P5 below is kept as the live run it was; read paired, it "
+        "supports no search claim.",
+        "",
         f"- Latest run: `{doc['command']}`, {fmt_date(doc['date'])}, commit {fmt_commit(doc['git_sha'], doc['dirty'])}"
         + ("" if len(shas) == 1 else "; the benchmarks come from different commits (see each section)"),
         f"- Machine: {fmt_machine(doc['machine'])}",

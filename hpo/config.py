@@ -151,7 +151,7 @@ class PrunerConfig(_Model):
     ASHA_DEFAULTS: ClassVar[dict[str, Any]] = {"min_resource": 1, "reduction_factor": 3, "max_paused_gb": 10.0}
 
     #: where hpo's default differs from Optuna's
-    #: (the median rule's: chosen by benchmarks/tune_defaults.py, docs/tuning.json)
+    #: (the median rule's: kept by the learning-curve benchmark's tuning phase, benchmarks/curves/RESULTS.md)
     HPO_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {"median": {"n_startup_trials": 2, "n_warmup_steps": 2}}
 
     @model_validator(mode="before")

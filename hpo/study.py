@@ -57,8 +57,8 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 def default_startup_trials(n_trials: int | None) -> int:
     """TPE's random start-up trials for a sweep of ``n_trials``: a fifth of the budget, at least 4 and at most
-    Optuna's 10 (``benchmarks/tune_defaults.py`` measured it; Optuna's fixed 10 leaves a 12-trial sweep
-    random search). Unknown budget: Optuna's 10."""
+    Optuna's 10 (the learning-curve benchmark's tuning phase kept it, benchmarks/curves/RESULTS.md; Optuna's
+    fixed 10 leaves a 12-trial sweep random search). Unknown budget: Optuna's 10."""
     if n_trials is None:
         return 10
     return max(4, min(10, round(n_trials / 5)))
@@ -78,7 +78,7 @@ def make_sampler(
     TPE runs ``startup_trials`` random trials first (``default_startup_trials`` of the budget), then models the
     parameters jointly (``multivariate``; ``group`` when a space has conditional parameters), with
     ``constant_liar`` when trials run in parallel so that it does not propose again where trials are still
-    running. ``benchmarks/tune_defaults.py`` chose these by measurement (README, "How the defaults were chosen").
+    running. The learning-curve benchmark's tuning phase kept these (README, "How the search defaults were chosen").
     """
     s = optuna.samplers
     if name == "tpe":
