@@ -107,3 +107,23 @@ def http_server(status: Callable[[str], int]) -> Iterator[int]:
         yield int(server.server_address[1])
     finally:
         server.shutdown()
+
+
+def start_cli_sweep(cfg: Path, storage: str, cwd: Path, tag: str) -> Any:
+    """``hpo sweep cfg --storage storage --no-progress`` as a child process (its own Ray temp folder), output
+    piped: a ``subprocess.Popen`` the test waits on, signals or kills."""
+    import os
+    import subprocess
+    import sys
+    import uuid
+
+    env = {**os.environ, "HPO_RAY_TMPDIR": f"/tmp/hpo-{tag}-{uuid.uuid4().hex[:8]}"}
+    exe = Path(sys.executable).parent / "hpo"
+    return subprocess.Popen(
+        [str(exe), "sweep", str(cfg), "--storage", storage, "--no-progress"],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from hpo.sweep.prepare import release_lease
 from storage import StorageError, close_storage, open_storage, opened, parse_url
 from storage.locks import LEASE_LOCK_BASE, LockTimeout, exclusive
 from tests.conftest import run_cli
-from tests.fixtures_files import coordinator_settings, tiny_sweep
+from tests.fixtures_files import coordinator_settings, start_cli_sweep, tiny_sweep
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -310,16 +309,7 @@ def test_a_cli_sweep_whose_lease_is_taken_over_stops_writing_and_exits_1(pg_url:
         tiny_sweep("held").replace("n_trials: 2", "n_trials: 40").replace("epochs: 1", "epochs: 4")
         + f"parallel: 1\noutput_dir: {tmp_path / 'runs'}\n"
     )
-    env = {**os.environ, "HPO_RAY_TMPDIR": f"/tmp/hpo-lease-{uuid.uuid4().hex[:8]}"}
-    exe = Path(sys.executable).parent / "hpo"
-    holder = subprocess.Popen(
-        [str(exe), "sweep", str(cfg), "--storage", pg_url, "--no-progress"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    holder = start_cli_sweep(cfg, pg_url, tmp_path, "lease")
     try:
         _wait_for_reports(pg_url, "held", holder)
         storage = open_storage(pg_url, create_schema=False)
@@ -329,7 +319,7 @@ def test_a_cli_sweep_whose_lease_is_taken_over_stops_writing_and_exits_1(pg_url:
             assert held is not None and held["pid"] == holder.pid
             lease.write(storage, study_id, {**held, "heartbeat": held["heartbeat"] - 3600})
             take = subprocess.run(
-                [sys.executable, "-c", TAKE, pg_url, "held"], capture_output=True, text=True, timeout=120, env=env
+                [sys.executable, "-c", TAKE, pg_url, "held"], capture_output=True, text=True, timeout=120
             )
             assert take.stdout.strip() == "taken", take.stdout + take.stderr
             taken = _snapshot(pg_url, "held")

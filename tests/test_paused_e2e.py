@@ -17,7 +17,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -29,6 +28,7 @@ from optuna.trial import TrialState
 from hpo import study as studies
 from storage import StorageError, opened
 from tests.conftest import run_cli
+from tests.fixtures_files import start_cli_sweep
 
 EPOCHS = 5
 
@@ -86,16 +86,7 @@ def test_a_paused_trial_survives_a_killed_driver_and_resumes_from_its_checkpoint
     study = optuna.create_study(study_name="asha", storage=pg_url, direction="maximize")
     for lr in (1.0e-3, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0):  # more than any sweep here creates: no trial is sampled
         study.enqueue_trial({"lr": lr})
-    env = {**os.environ, "HPO_RAY_TMPDIR": f"/tmp/hpo-asha-{uuid.uuid4().hex[:8]}"}
-    exe = Path(sys.executable).parent / "hpo"
-    first = subprocess.Popen(
-        [str(exe), "sweep", str(cfg), "--storage", pg_url, "--no-progress"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    first = start_cli_sweep(cfg, pg_url, tmp_path, "asha")
     try:
         paused = _wait_for_a_pause(pg_url, first)
         first.send_signal(signal.SIGKILL)
@@ -113,6 +104,7 @@ def test_a_paused_trial_survives_a_killed_driver_and_resumes_from_its_checkpoint
     checkpoint = Path(paused.user_attrs[studies.ATTR_CHECKPOINT_DIR], "checkpoint.pt")
     assert checkpoint.is_file()
 
+    env = {**os.environ, "HPO_RAY_TMPDIR": f"/tmp/hpo-asha-{uuid.uuid4().hex[:8]}"}
     second = run_cli("sweep", str(cfg), "--storage", pg_url, "--no-progress", cwd=tmp_path, env=env, timeout=900)
     out = second.stdout + second.stderr
     assert second.returncode == 0, out
