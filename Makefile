@@ -7,7 +7,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.hpo-installed
-CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/hpo
+# The folder examples/quickstart.yaml's train.weights names. hpo expands ~ in paths but not $$VARS, so this is
+# ~/.cache/hpo whatever XDG_CACHE_HOME says (to keep it elsewhere, edit train.weights and PRETRAINED together).
+CACHE := $(HOME)/.cache/hpo
 PRETRAINED := $(CACHE)/pretrained/resnet18-digits04/model.pt
 PG_HOST ?= 127.0.0.1
 PG_PORT ?= 5432
@@ -70,5 +72,7 @@ lint: install
 	$(BIN)/ruff check hpo trials storage tests benchmarks
 	$(BIN)/mypy hpo trials storage
 
+# Removes the demo's study (hpo.db), best.yaml and the tools' caches. Never runs/: models that hpo train wrote
+# live there (and a sweep's checkpoints); delete it yourself with `rm -rf runs` when you mean to.
 clean:
-	rm -rf runs hpo.db best.yaml .pytest_cache
+	rm -rf hpo.db hpo.db-journal hpo.db-wal hpo.db-shm best.yaml .pytest_cache .mypy_cache .ruff_cache

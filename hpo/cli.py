@@ -48,6 +48,16 @@ RayAddressOpt = Annotated[
     ),
 ]
 StudyOpt = Annotated[str, typer.Option("--study", help="Study name.")]
+SeedsOpt = Annotated[  # hpo verify's -n; hpo sweep's -n is --n-trials
+    int,
+    typer.Option(
+        "--seeds",
+        "-n",
+        help="Training seeds per arm: train.seed + 0..N-1 (-n is seeds here, trials in hpo sweep).",
+        min=1,
+        max=1000,
+    ),
+]
 
 # Typer vendors its own click in recent releases; find the usage-error base class either way.
 _ClickException: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
@@ -68,17 +78,36 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+_debug = False  # --debug seen, before or after the command
+
+
+def _log_levels(debug: bool) -> None:
+    """Debug logs (Optuna's too) once ``--debug`` is given before or after the command, warnings otherwise. A
+    command's own ``--debug`` is parsed before the root's callback runs: neither turns the other off."""
+    global _debug
+    _debug = _debug or debug
+    level = logging.DEBUG if _debug else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if _debug:
+        logging.getLogger().setLevel(level)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.DEBUG if _debug else optuna.logging.WARNING)
+
+
+_DEBUG_HELP = "Show tracebacks and debug logs."
+# Every command takes --debug too (hpo sweep cfg.yaml --debug), not only the root (hpo --debug sweep cfg.yaml).
+DebugOpt = Annotated[bool, typer.Option("--debug", help=_DEBUG_HELP, callback=_log_levels, expose_value=False)]
+
+
 @app.callback()
 def _root(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help=_DEBUG_HELP)] = False,
     version: Annotated[
         bool | None, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = None,
 ) -> None:
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.DEBUG if debug else optuna.logging.WARNING)
+    _log_levels(debug)
 
 
 @app.command()
@@ -89,7 +118,12 @@ def sweep(
         str | None, typer.Option("--study", help="Study name \\[default: study.name, else the file name].")
     ] = None,
     n_trials: Annotated[
-        int | None, typer.Option("--n-trials", "-n", help="Finished trials to reach \\[default: study.n_trials].")
+        int | None,
+        typer.Option(
+            "--n-trials",
+            "-n",
+            help="Finished trials to reach (-n is trials here, seeds in hpo verify) \\[default: study.n_trials].",
+        ),
     ] = None,
     parallel: Annotated[
         int | None,
@@ -111,6 +145,7 @@ def sweep(
             "study (hpo:changes). Other objectives are refused even so.",
         ),
     ] = False,
+    debug: DebugOpt = False,
 ) -> None:
     """Run a sweep, or continue one, until the study has n_trials finished trials.
 
@@ -172,6 +207,7 @@ def validate(
             "exit 2 unless train.dataset.on_bad_image is skip. Reads the whole dataset once; implies --data.",
         ),
     ] = False,
+    debug: DebugOpt = False,
 ) -> None:
     """Check a sweep config without running it: print the search space and the resolved settings.
 
@@ -233,6 +269,7 @@ def status(
     limit: Annotated[
         int, typer.Option("--limit", help="Show at most this many trials (best first; --json too); 0 = all.")
     ] = 50,
+    debug: DebugOpt = False,
 ) -> None:
     """Trials by state, the best trial, and the compute pruning and early stopping saved.
 
@@ -249,13 +286,13 @@ def status(
 
 def _print_status(st: Any, limit: int) -> None:
     from hpo.progress import format_duration, format_params
+    from hpo.views.status import status_order
 
     counts = st.counts
-    rows = sorted(
-        st.rows, key=lambda r: (r.value is None, -(r.value or 0) if st.direction == "maximize" else (r.value or 0))
-    )
+    rows = status_order(st.rows, st.direction)  # the failed first, with their reasons; then the best
     shown = rows if limit <= 0 else rows[:limit]
-    more = f", the best {len(shown)} shown" if len(shown) < st.n_trials else ""
+    which = "the failed, then the best" if any(r.state == "FAIL" for r in shown) else "the best"
+    more = f", {which}: {len(shown)} shown" if len(shown) < st.n_trials else ""
     table = Table(title=f"study {st.study}: {st.n_trials} trials{more}", title_justify="left")
     for col in ("#", "state", st.metric, "epochs", "duration", "params"):
         table.add_column(col, justify="right" if col in ("#", st.metric, "epochs", "duration") else "left")
@@ -300,6 +337,7 @@ def _print_status(st: Any, limit: int) -> None:
 def studies(
     storage: StorageOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    debug: DebugOpt = False,
 ) -> None:
     """List the studies in a storage with their trial counts and best values.
 
@@ -343,6 +381,7 @@ def export(
             "then the best primary objective among the Pareto-optimal trials that meet them.",
         ),
     ] = None,
+    debug: DebugOpt = False,
 ) -> None:
     """Export the best trial's full training config for production training (hpo train). A multi-objective
     study exports the Pareto-optimal trial with the best primary objective (see --pick).
@@ -365,6 +404,7 @@ def train(
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Folder for model.pt, metrics.json, config.yaml.")
     ] = Path("runs/prod"),
+    debug: DebugOpt = False,
 ) -> None:
     """Production training: the same fit a sweep trial runs, without pruning; then one evaluation on the
     held-out test split, recorded in metrics.json (test_metrics).
@@ -389,9 +429,7 @@ def train(
 @app.command()
 def verify(
     config: Annotated[Path, typer.Argument(help="A file from hpo export (with provenance).", show_default=False)],
-    seeds: Annotated[
-        int, typer.Option("--seeds", "-n", help="Training seeds per arm: train.seed + 0..N-1.", min=1, max=1000)
-    ] = 3,
+    seeds: SeedsOpt = 3,
     baseline: Annotated[
         Path | None,
         typer.Option(
@@ -425,7 +463,17 @@ def verify(
     ] = None,
     ray_address: RayAddressOpt = None,
     cpus_per_run: Annotated[float, typer.Option("--cpus-per-run", help="CPUs (and torch threads) per run.")] = 1.0,
-    gpus_per_run: Annotated[float, typer.Option("--gpus-per-run", help="GPUs per run (0.5: two runs per GPU).")] = 0.0,
+    gpus_per_run: Annotated[
+        float | None,
+        typer.Option(
+            "--gpus-per-run",
+            help="GPUs per run (0.5: two runs per GPU) "
+            "\\[default: what the sweep's trial had (the file's provenance; 1 if it does not say), 0 on a cluster "
+            "without GPUs].",
+            show_default=False,
+        ),
+    ] = None,
+    debug: DebugOpt = False,
 ) -> None:
     """Check an exported config on data the sweep never saw: does it reproduce, and did tuning pay?
 
@@ -438,7 +486,6 @@ def verify(
 
     [bold]Example[/bold]: hpo verify best.yaml --seeds 3 --json verify.json
     """
-    from hpo import files
     from hpo.config import STORAGE_ENV
     from hpo.verify import VerifySettings, verify_file
 
@@ -452,6 +499,13 @@ def verify(
         gpus_per_run=gpus_per_run,
     )
     result = verify_file(config, settings, log=lambda s: out.print(s, markup=False))
+    _finish_verify(result, json_out)
+
+
+def _finish_verify(result: Any, json_out: Path | None) -> None:
+    """Print ``hpo verify``'s verdict and where it was recorded; exit 1 when it did not reproduce."""
+    from hpo import files
+
     _print_verdict(result.verdict)
     if result.stored_in is not None:
         out.print(
@@ -533,6 +587,7 @@ def dashboard(
         ),
     ] = None,
     threads: Annotated[int, typer.Option("--threads", help="Request threads.")] = 8,
+    debug: DebugOpt = False,
 ) -> None:
     """optuna-dashboard on a study storage, served by a threaded WSGI server (waitress); Ctrl-C stops it.
 
@@ -555,6 +610,7 @@ def report(
     study: StudyOpt,
     storage: StorageOpt = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the HTML file.")] = Path("report.html"),
+    debug: DebugOpt = False,
 ) -> None:
     """One self-contained HTML file about a study (summary, best config, Optuna's plots) that works offline.
 
@@ -570,7 +626,7 @@ app.add_typer(storage_app, name="storage")
 
 
 @storage_app.command("upgrade")
-def storage_upgrade(storage: StorageOpt = None) -> None:
+def storage_upgrade(storage: StorageOpt = None, debug: DebugOpt = False) -> None:
     """Migrate a storage made by an older Optuna to this Optuna's schema (wraps Optuna's storage upgrade).
 
     Back the database up first. [bold]Example[/bold]: HPO_STORAGE=postgresql+psycopg2://... hpo storage upgrade

@@ -20,7 +20,14 @@ from hpo.coordinator.promotion import PromotionRule
 from hpo.errors import ConfigError
 from hpo.space import SearchSpace, SpaceError, parse_space
 from storage.url import parse_url
-from trials.config import METRIC_MODES, EarlyStoppingConfig, TrainConfig, merge_dotted, searchable_fields
+from trials.config import (
+    METRIC_MODES,
+    EarlyStoppingConfig,
+    TrainConfig,
+    merge_dotted,
+    searchable_fields,
+    upgrade_legacy,
+)
 from trials.errors import TrainConfigError
 
 DEFAULT_STORAGE = "sqlite:///hpo.db"
@@ -243,10 +250,19 @@ def _asha_problem(name: str, value: Any) -> str | None:
 
 class ResourcesConfig(_Model):
     """Ray resources one trial takes; fractions share a GPU (0.5 = two trials per GPU). ``gpus_per_trial: auto``
-    (the default) is one GPU per trial when the Ray cluster has GPUs, none when it has none."""
+    (the default) is one GPU per trial when the Ray cluster has GPUs, none when it has none. ``cpus_per_trial:
+    auto`` (the default) is a GPU node's CPUs per GPU times the trial's GPUs (at least 1), 1 for a trial without
+    a GPU (``hpo.sweep.run.place``); the data loader's workers follow it (``train.num_workers: auto``)."""
 
-    cpus_per_trial: float = Field(1.0, gt=0, le=1024)
+    cpus_per_trial: float | Literal["auto"] = "auto"
     gpus_per_trial: float | Literal["auto"] = "auto"
+
+    @field_validator("cpus_per_trial", mode="before")
+    @classmethod
+    def _cpus(cls, v: Any) -> Any:
+        if v == "auto" or (isinstance(v, int | float) and not isinstance(v, bool) and 0 < v <= 1024):
+            return v
+        raise ValueError(f"must be 'auto' or a number of CPUs above 0 and at most 1024, got {v!r}")
 
     @field_validator("gpus_per_trial")
     @classmethod
@@ -290,6 +306,7 @@ class SweepConfig(_Model):
     @classmethod
     def _train_owned_fields(cls, data: Any) -> Any:
         if isinstance(data, dict) and isinstance(data.get("train"), dict):
+            data = {**data, "train": upgrade_legacy(data["train"])}
             train = data["train"]
             for key, where in (("early_stopping", "early_stopping"), ("metric", "study.metric")):
                 if key in train:
@@ -397,6 +414,9 @@ class Provenance(_Model):
     storage: str  # password removed
     hpo_version: str
     exported_at: str  # UTC, ISO 8601
+    # GPUs the trial ran with (hpo verify's default --gpus-per-run); absent from files exported before it was
+    # recorded, and where the trial's node was not recorded
+    gpus_per_trial: float | None = None
 
 
 class TrainFile(_Model):
@@ -405,6 +425,14 @@ class TrainFile(_Model):
     version: Literal[1] = EXPORT_FORMAT
     train: TrainConfig
     provenance: Provenance | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_train(cls, data: Any) -> Any:
+        """Files exported before ``train.amp`` had modes keep loading (``true``: auto, ``false``: off)."""
+        if isinstance(data, dict) and "train" in data:
+            return {**data, "train": upgrade_legacy(data["train"])}
+        return data
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ def train_from_file(
 
     A config with ``dataset.test_split: 0`` holds no test split out: its ``test_metrics`` are None."""
     from trials.checkpoint import save_model
-    from trials.preflight import check
+    from trials.preflight import check, field_message
     from trials.train import evaluate_test, fit
 
     doc: TrainFile = load_train_file(path)
@@ -45,7 +45,7 @@ def train_from_file(
     try:
         check(config)
     except TrialsError as e:
-        raise ConfigError(f"{path}: train: {e}") from None
+        raise ConfigError(f"{path}: {field_message(e)}") from None
     out = Path(output).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     metric = config.metric

@@ -76,8 +76,8 @@ class VerifySettings:
     """How to verify: ``seeds`` training seeds per arm, the least reproduction ``tolerance`` (absolute, in the
     metric's units: 0.01 is 1 pp of accuracy; the validation set's size and the seeds' spread widen it: see
     ``judge``), the ``baseline`` file (None: the tuned config with default
-    hyperparameters), where Ray is, what each run takes, and the storage to record the verdict in (None: the
-    export's provenance storage)."""
+    hyperparameters), where Ray is, what each run takes (``gpus_per_run`` None: what the sweep's trial had, see
+    ``run_gpus``), and the storage to record the verdict in (None: the export's provenance storage)."""
 
     seeds: int = 3
     tolerance: float = 0.01
@@ -85,7 +85,7 @@ class VerifySettings:
     ray_address: str | None = None
     storage: str | None = None
     cpus_per_run: float = 1.0
-    gpus_per_run: float = 0.0
+    gpus_per_run: float | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.seeds, int) and 1 <= self.seeds <= 1000):
@@ -94,7 +94,7 @@ class VerifySettings:
             raise ConfigError(f"--tolerance must be a finite number >= 0, got {self.tolerance!r}")
         if not (math.isfinite(self.cpus_per_run) and self.cpus_per_run > 0):
             raise ConfigError(f"--cpus-per-run must be > 0, got {self.cpus_per_run!r}")
-        if not (math.isfinite(self.gpus_per_run) and self.gpus_per_run >= 0):
+        if self.gpus_per_run is not None and not (math.isfinite(self.gpus_per_run) and self.gpus_per_run >= 0):
             raise ConfigError(f"--gpus-per-run must be >= 0, got {self.gpus_per_run!r}")
 
 
@@ -248,6 +248,18 @@ def baseline_config(tuned: TrainConfig, fields: Sequence[str] = BASELINE_FIELDS)
     """``tuned`` with ``fields`` reset to ``TrainConfig``'s defaults (everything else, seed included, kept)."""
     defaults = TrainConfig()
     return tuned.replace(**{name: getattr(defaults, name) for name in fields})
+
+
+def run_gpus(flag: float | None, recorded: float | None, cluster_gpus: float) -> tuple[float, str]:
+    """GPUs of one verify run, and where that number comes from: ``--gpus-per-run`` when given; else what the
+    sweep's trial ran with (the export's ``provenance.gpus_per_trial``; one GPU when the file does not say, as
+    ``gpus_per_trial: auto``), at most what the cluster has, and none on a cluster without GPUs."""
+    if flag is not None:
+        return flag, "--gpus-per-run"
+    want, source = (1.0, "auto") if recorded is None else (recorded, "the sweep's trial")
+    if cluster_gpus <= 0:
+        return 0.0, "the cluster has no GPU"
+    return min(want, cluster_gpus), source
 
 
 def seeds_for(config: TrainConfig, n: int) -> list[int]:
@@ -473,7 +485,7 @@ def verify_file(
         jobs += [("tuned", seed, tuned.replace(seed=seed)), ("baseline", seed, baseline.replace(seed=seed))]
     url = settings.storage or prov.storage
     study_values, study_note = completed_values(url, prov.study)
-    runs = _run_all(jobs, settings, log)
+    runs = _run_all(jobs, settings, prov.gpus_per_trial, log)
     verdict = Verdict(
         metric=tuned.metric,
         direction="maximize" if METRIC_MODES[tuned.metric] == "max" else "minimize",
@@ -570,10 +582,13 @@ def _preflight(source: str | Path, config: TrainConfig) -> None:
 
 
 def _run_all(
-    jobs: Sequence[tuple[Arm, int, TrainConfig]], settings: VerifySettings, log: Callable[[str], None]
+    jobs: Sequence[tuple[Arm, int, TrainConfig]],
+    settings: VerifySettings,
+    recorded_gpus: float | None,
+    log: Callable[[str], None],
 ) -> list[Run]:
-    """Run every job as a Ray task (one ``cpus_per_run`` each, as many at once as Ray fits) and return the
-    runs in job order; logs one line per finished run."""
+    """Run every job as a Ray task (``cpus_per_run`` and ``run_gpus`` each, as many at once as Ray fits) and
+    return the runs in job order; logs one line per finished run."""
     import ray
 
     from hpo.cluster.session import fit_parallel, ray_session
@@ -581,11 +596,13 @@ def _run_all(
 
     threads = max(1, int(settings.cpus_per_run))
     with ray_session(settings.ray_address) as info:
-        at_once = min(len(jobs), fit_parallel(info, settings.cpus_per_run, settings.gpus_per_run))
-        log(f"{len(jobs)} runs ({len(jobs) // 2} seeds x tuned, baseline) on {info.describe()}, {at_once} at a time")
-        task = ray.remote(fit_test_count).options(
-            num_cpus=settings.cpus_per_run, num_gpus=settings.gpus_per_run, max_retries=0
+        gpus, source = run_gpus(settings.gpus_per_run, recorded_gpus, info.gpus)
+        at_once = min(len(jobs), fit_parallel(info, settings.cpus_per_run, gpus))
+        log(
+            f"{len(jobs)} runs ({len(jobs) // 2} seeds x tuned, baseline) on {info.describe()}, {at_once} at a time, "
+            f"{gpus:g} GPU{'s' if gpus != 1 else ''} each ({source})"
         )
+        task = ray.remote(fit_test_count).options(num_cpus=settings.cpus_per_run, num_gpus=gpus, max_retries=0)
         started = time.monotonic()
         pending = {task.remote(config, threads): i for i, (_, _, config) in enumerate(jobs)}
         runs: dict[int, Run] = {}

@@ -83,6 +83,18 @@ BAD = [
     ("unicode study name", "study: {name: 'ünï cødé'}\n", [], "study.name"),
     ("huge number", "study: {n_trials: 100000000000000000000000}\n", [], "study.n_trials"),
     ("fractional GPUs above one", "resources: {gpus_per_trial: 1.5}\n", [], "resources.gpus_per_trial"),
+    (
+        "unknown amp mode",
+        "train: {amp: fp32}\n",
+        [],
+        "train.amp: Input should be 'auto', 'bf16', 'fp16' or 'off', got 'fp32'",
+    ),
+    (
+        "bad cpus_per_trial",
+        "resources: {cpus_per_trial: many}\n",
+        [],
+        "resources.cpus_per_trial: must be 'auto' or a number of CPUs above 0 and at most 1024, got 'many'",
+    ),
 ]
 
 
@@ -172,3 +184,34 @@ def test_train_file_round_trip_and_errors(tmp_path: Path) -> None:
     p.write_text("version: 2\ntrain: {}\n")
     with pytest.raises(ConfigError, match="version"):
         load_train_file(p)
+
+
+@pytest.mark.parametrize(
+    ("written", "mode"),
+    [
+        ("true", "auto"),
+        ("false", "off"),
+        ("off", "off"),
+        ("auto", "auto"),
+        ("bf16", "bf16"),
+        ("fp16", "fp16"),
+        (None, "auto"),
+    ],
+)
+def test_amp_modes_and_the_old_bool_spelling(tmp_path: Path, written: str | None, mode: str) -> None:
+    """``train.amp`` was a bool: ``true`` (bf16 on CUDA) reads as auto, ``false`` as off, in sweep configs,
+    training files and stored trial configs alike (YAML reads a bare ``off`` as false: the same mode)."""
+    line = f"amp: {written}, " if written is not None else ""
+    (tmp_path / "sweep.yaml").write_text(f"train: {{{line}epochs: 2}}\n")
+    (tmp_path / "train.yaml").write_text(f"train: {{{line}epochs: 2}}\n")
+    assert load_sweep_config(tmp_path / "sweep.yaml").train.amp == mode
+    assert load_train_file(tmp_path / "train.yaml").train.amp == mode
+    if written in ("true", "false"):
+        assert TrainConfig.from_dict({"amp": written == "true"}).amp == mode
+
+
+def test_a_bad_amp_value_is_one_line_naming_it() -> None:
+    from trials.errors import TrainConfigError
+
+    with pytest.raises(TrainConfigError, match=r"^amp: must be one of auto, bf16, fp16, off, got 'fp32'$"):
+        TrainConfig.from_dict({"amp": "fp32"})

@@ -24,7 +24,7 @@ FIELDS = searchable_fields()
         ("batch_size", {"choices": [16, 32, 64]}, CategoricalDistribution((16, 32, 64))),
         ("batch_size", [16, 32], CategoricalDistribution((16, 32))),
         ("optimizer", ["adamw", "sgd"], CategoricalDistribution(("adamw", "sgd"))),
-        ("amp", [True, False], CategoricalDistribution((True, False))),
+        ("amp", ["bf16", "fp16"], CategoricalDistribution(("bf16", "fp16"))),
         ("early_stopping.patience", {"low": 1, "high": 5}, IntDistribution(1, 5)),
         ("lr", {"low": 1, "high": 2}, FloatDistribution(1.0, 2.0)),  # ints are fine for a float field
     ],
@@ -71,7 +71,7 @@ def test_fixed_values(name: str, entry: object, value: object) -> None:
         ({"optimizer": {"low": 0, "high": 1}}, "optimizer", "give choices or a fixed value"),
         ({"lr": "fast"}, "lr", "finite number"),
         ({"lr": float("nan")}, "lr", "finite number"),
-        ({"amp": "yes"}, "amp", "true or false"),
+        ({"amp": 1}, "amp", "must be a string"),
         ({"colour": [1, 2]}, "colour", "not a searchable training-config field"),
         ({"metric": ["val_acc", "val_loss"]}, "metric", "not a searchable"),
         ({"dataset": {"choices": [1]}}, "dataset", "not a searchable"),

@@ -24,11 +24,12 @@ from hpo.verify import (
     baseline_config,
     mean_ci95,
     reproduces,
+    run_gpus,
     seeds_for,
     store_verdict,
     t_quantile,
 )
-from hpo.views.export import build_document
+from hpo.views.export import build_document, trial_gpus
 from hpo.views.report import write_report
 from storage import StorageError, close_storage, open_storage
 from tests.conftest import run_cli
@@ -118,11 +119,53 @@ def test_reproduced_rule(values: list[float], recorded: float, tolerance: float,
         ({"tolerance": -0.1}, "--tolerance must be a finite number >= 0, got -0.1"),
         ({"tolerance": math.inf}, "--tolerance must be a finite number >= 0, got inf"),
         ({"cpus_per_run": 0}, "--cpus-per-run must be > 0, got 0"),
+        ({"gpus_per_run": -1.0}, "--gpus-per-run must be >= 0, got -1.0"),
     ],
 )
 def test_bad_settings_are_one_line_naming_the_value(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=f"^{message}$"):
         VerifySettings(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("flag", "recorded", "cluster", "expected"),
+    [
+        (None, 1.0, 8, (1.0, "the sweep's trial")),  # the sweep's GPUs by default
+        (None, 0.0, 8, (0.0, "the sweep's trial")),  # a trial that ran on CPU is verified on CPU
+        (None, 2.0, 8, (2.0, "the sweep's trial")),
+        (None, 2.0, 1, (1.0, "the sweep's trial")),  # at most what the cluster has
+        (None, 1.0, 0, (0.0, "the cluster has no GPU")),  # as gpus_per_trial: auto
+        (None, None, 4, (1.0, "auto")),  # a file that does not say: one GPU, as gpus_per_trial: auto
+        (None, None, 0, (0.0, "the cluster has no GPU")),
+        (0.0, 1.0, 8, (0.0, "--gpus-per-run")),  # the flag overrides
+        (0.5, None, 0, (0.5, "--gpus-per-run")),  # even where Ray then cannot place it (as before)
+    ],
+)
+def test_verify_runs_with_the_sweeps_gpus(
+    flag: float | None, recorded: float | None, cluster: float, expected: tuple[float, str]
+) -> None:
+    assert run_gpus(flag, recorded, cluster) == expected
+
+
+def test_the_export_records_the_trials_gpus_and_old_files_still_load(tmp_path: Path) -> None:
+    def trial(user_attrs: dict[str, Any]) -> optuna.trial.FrozenTrial:
+        return optuna.trial.create_trial(value=0.9, user_attrs=user_attrs)
+
+    assert trial_gpus(trial({studies.ATTR_NODE: {"gpus": ["3"], "host": "h"}})) == 1.0
+    assert trial_gpus(trial({studies.ATTR_NODE: {"gpus": []}})) == 0.0
+    assert trial_gpus(trial({})) is None
+    common = {"study": "s", "trial": 3, "value": 0.9, "metric": "val_acc", "direction": "maximize"}
+    doc = build_document(TUNED, **common, storage_url="sqlite:///x.db", gpus_per_trial=1.0)
+    assert doc["version"] == EXPORT_FORMAT == 1 and doc["provenance"]["gpus_per_trial"] == 1.0
+    (tmp_path / "new.yaml").write_text(files.dumps(doc))
+    provenance = load_train_file(tmp_path / "new.yaml").provenance
+    assert provenance is not None and provenance.gpus_per_trial == 1.0
+    old = build_document(TUNED, **common, storage_url="sqlite:///x.db")
+    assert "gpus_per_trial" not in old["provenance"]  # not known: the file is as before
+    old["train"]["amp"] = True  # and a file exported when amp was a bool
+    (tmp_path / "old.yaml").write_text(files.dumps(old))
+    loaded = load_train_file(tmp_path / "old.yaml")
+    assert loaded.provenance is not None and loaded.provenance.gpus_per_trial is None and loaded.train.amp == "auto"
 
 
 def sample_verdict(study: str = "s") -> Verdict:

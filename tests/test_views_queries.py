@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from hpo import study as studies
 from hpo.views import queries
-from hpo.views.status import best_first, summarize
+from hpo.views.status import status_order, summarize
 from hpo.views.studies import list_studies, study_status
 from storage import close_storage, opened
 
@@ -106,7 +106,7 @@ def test_status_by_sql_equals_status_by_optuna(url: str) -> None:
         got = study_status(url, name)  # every row: the SQL path in full
         assert got == ref, name
         top = study_status(url, name, limit=7)
-        assert top.rows == best_first(ref.rows, direction)[:7]
+        assert top.rows == status_order(ref.rows, direction)[:7]
         assert (top.counts, top.best, top.epochs_run, top.epochs_budget, top.pareto) == (
             ref.counts,
             ref.best,

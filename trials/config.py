@@ -26,6 +26,12 @@ OnBadImage = Literal["error", "skip"]
 #: DataLoader worker processes: a count, or ``auto`` (``resolve_num_workers``: follow the trial's CPUs).
 NumWorkers = int | Literal["auto"]
 MAX_NUM_WORKERS = 256
+#: Mixed precision (``train.amp``): ``auto`` is bf16 autocast where the CUDA device supports it, else fp16
+#: with a gradient scaler; ``bf16``/``fp16`` force one; ``off`` trains in fp32. CPU runs never autocast.
+AmpMode = Literal["auto", "bf16", "fp16", "off"]
+#: ``amp`` was a bool before it had modes: ``true`` (bf16 on CUDA) reads as ``auto``, ``false`` as ``off``.
+#: (YAML 1.1 reads a bare ``off`` as false too, which lands on the same mode.)
+_LEGACY_AMP: dict[bool, AmpMode] = {True: "auto", False: "off"}
 
 # pydantic validates these stdlib dataclasses when ``hpo`` loads YAML; unknown keys must be rejected.
 _PYDANTIC = {"extra": "forbid"}
@@ -173,7 +179,7 @@ class TrainConfig:
     seed: int = 0
     device: DeviceName = "auto"
     num_workers: NumWorkers = "auto"  # DataLoader workers; auto follows the trial CPUs (data.resolve_num_workers)
-    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    amp: AmpMode = "auto"  # mixed precision on CUDA (AmpMode); ignored on CPU
     latency_batch: int = 0  # > 0: measure latency_ms, the median forward time of a batch this size, after training
     # with a checkpoint folder (sweep trials): save after an epoch once this many seconds of training have passed
     # since the last save; 0: after every epoch. A retried trial redoes at most this much work plus one epoch.
@@ -298,6 +304,14 @@ class TrainConfig:
         return TrainConfig.from_dict(merge_dotted(self.to_dict(), changes))
 
 
+def upgrade_legacy(train: Any) -> Any:
+    """A raw ``train`` mapping with old spellings read as today's (``amp: true`` -> ``auto``, ``false`` ->
+    ``off``); anything else is returned as it is. Files and stored trials written before keep loading."""
+    if isinstance(train, dict) and isinstance(train.get("amp"), bool):
+        return {**train, "amp": _LEGACY_AMP[train["amp"]]}
+    return train
+
+
 def merge_dotted(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     """Return ``base`` with ``changes`` set; a key ``a.b`` sets ``base['a']['b']``. ``base`` is not modified."""
     out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
@@ -376,6 +390,8 @@ def _check_type(name: str, value: Any, hint: Any) -> None:
 def _build(klass: type, data: Any, path: str) -> Any:
     if not isinstance(data, dict):
         raise TrainConfigError(path.rstrip(".") or "train", data, "must be a mapping")
+    if klass is TrainConfig:
+        data = upgrade_legacy(data)
     names = {f.name for f in dataclasses.fields(klass)}
     unknown = sorted(set(data) - names)
     if unknown:

@@ -6,6 +6,8 @@ final Linear (MobileNet, EfficientNet) keep that Dropout with its ``p`` set to `
 (ResNet, RegNet, ConvNeXt) get ``Sequential(Dropout(dropout), Linear)`` in place of their final Linear.
 Either way the head sits where torchvision's own final Linear was, so state-dict keys of the backbone
 are unchanged and ImageNet weights load as torchvision ships them.
+
+``timm/<name>`` and ``package.module:function`` models: ``trials.custom_models``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 import torchvision
 from torch import nn
 
+from trials import custom_models
 from trials.checkpoint import load_file, state_dict_from
 from trials.errors import ModelError, one_line
 
@@ -54,14 +57,28 @@ _HEADS: dict[str, tuple[str, str | None]] = {
 
 
 def check_model_name(name: str) -> None:
-    """Raise ModelError unless ``name`` is one of ``MODEL_NAMES``."""
-    if name not in MODEL_NAMES:
-        raise ModelError(f"model: unknown model {name!r} (valid: {', '.join(MODEL_NAMES)})")
+    """Raise ModelError unless ``name`` is one of ``MODEL_NAMES``, a model timm knows (``timm/<name>``) or a
+    user function that imports and is callable (``package.module:function``)."""
+    if custom_models.is_timm(name) or custom_models.is_user_function(name):
+        custom_models.check_custom_name(name)
+    elif name not in MODEL_NAMES:
+        raise ModelError(
+            f"model: unknown model {name!r} (valid: {', '.join(MODEL_NAMES)}, timm/<name> or package.module:function)"
+        )
+
+
+def is_torchvision(name: str) -> bool:
+    return not (custom_models.is_timm(name) or custom_models.is_user_function(name))
 
 
 def is_local_path(weights: str) -> bool:
     """Whether ``weights`` names a file rather than a torchvision weights enum (``IMAGENET1K_V1``)."""
-    return "/" in weights or os.sep in weights or weights.startswith("~") or weights.endswith((".pt", ".pth"))
+    return (
+        "/" in weights
+        or os.sep in weights
+        or weights.startswith("~")
+        or weights.endswith((".pt", ".pth", ".safetensors"))
+    )
 
 
 def weight_names(name: str) -> list[str]:
@@ -85,6 +102,11 @@ def check_weights(name: str, weights: str | None, *, probe: Callable[[str], str 
         if not path.is_file():
             raise ModelError(f"weights: file not found: {path}")
         return
+    if custom_models.is_timm(name):
+        custom_models.check_timm_weights(name, weights)
+        return
+    if custom_models.is_user_function(name):
+        raise ModelError(f"weights: a user function's model takes a local weights file or null, got {weights!r}")
     url = _weights_enum(name, weights).url
     cached = cached_weights_path(url)
     if cached.is_file():
@@ -140,13 +162,11 @@ def _weights_enum(name: str, weights: str) -> torchvision.models.WeightsEnum:
 
 
 def head_path(model: nn.Module) -> str:
-    """Dotted path of the classification head that ``build_model`` replaces (``fc``, ``classifier.3``...)."""
-    try:
+    """Dotted path of the classification head that ``build_model`` replaces (``fc``, ``classifier.3``...); of
+    a timm or user model, ``custom_models.head_path`` (``get_classifier()``, ``head``/``fc``/``classifier``...)."""
+    if not callable(getattr(model, "get_classifier", None)) and type(model).__name__ in _HEADS:
         return _HEADS[type(model).__name__][0]
-    except KeyError:
-        raise ModelError(
-            f"model class {type(model).__name__} has no known head (known: {', '.join(sorted(_HEADS))})"
-        ) from None
+    return custom_models.head_path(model)
 
 
 def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -166,16 +186,29 @@ def backbone_modules(model: nn.Module) -> list[nn.Module]:
 
 
 def build_model(name: str, num_classes: int, *, dropout: float, weights: str | None) -> nn.Module:
-    """Build torchvision model ``name`` with a new ``num_classes``-way head.
+    """Build model ``name`` (torchvision's, ``timm/<name>`` or ``package.module:function``) with a new
+    ``num_classes``-way head.
 
     ``weights``: None for random initialisation; a torchvision weights name for that model
     (``DEFAULT``, ``IMAGENET1K_V1``...), downloaded into (or read from) the torch hub cache; or a local
-    file: a raw state dict, an ``hpo-model/1`` file or a trial ``checkpoint.pt``. From a file every
-    key of the old head is dropped (the head is always new) and all other keys must match.
+    file: a raw state dict, an ``hpo-model/1`` file, a trial ``checkpoint.pt`` (or a ``.safetensors``
+    file). From a file every key of the old head is dropped (the head is always new) and all other keys must
+    match. A timm model takes ``DEFAULT`` (timm's cached pretrained weights) too; a user function, files only.
     """
     check_model_name(name)
     if num_classes < 1:
         raise ModelError(f"num_classes must be at least 1, got {num_classes}")
+    if not is_torchvision(name):
+        from_file = weights is not None and is_local_path(weights)
+        if weights is not None and not from_file:
+            check_weights(name, weights)
+        if custom_models.is_timm(name):
+            model = custom_models.build_timm(name, num_classes, dropout=dropout, pretrained=weights == "DEFAULT")
+        else:
+            model = custom_models.build_user(name, num_classes, dropout=dropout)
+        if from_file:
+            _load_backbone(model, name, str(weights))
+        return model
     if weights is None or is_local_path(weights):
         model = torchvision.models.get_model(name, weights=None)
     else:
@@ -251,10 +284,23 @@ def _weights_file(path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
 @functools.lru_cache(maxsize=2)
 def _read_weights(path: str, mtime_ns: int, size: int) -> tuple[dict[str, torch.Tensor], str | None]:
     # (mtime_ns, size) are part of the key only: a rewritten file is read again. Errors are not cached.
+    if path.endswith(".safetensors"):
+        return _read_safetensors(path), None
     obj = load_file(path)
     state = state_dict_from(obj, path)
     saved_for = obj.get("config", {}).get("model") if isinstance(obj, dict) else None
     return state, saved_for
+
+
+def _read_safetensors(path: str) -> dict[str, torch.Tensor]:
+    try:
+        from safetensors.torch import load_file as load_safetensors
+    except ImportError:
+        raise ModelError(f"cannot load {path}: .safetensors files need the safetensors package") from None
+    try:
+        return dict(load_safetensors(path, device="cpu"))
+    except Exception as e:  # a truncated or foreign file
+        raise ModelError(f"cannot load {path}: {one_line(e)}") from e
 
 
 def clear_weights_cache() -> None:

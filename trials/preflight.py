@@ -12,6 +12,8 @@ folder, as slow as reading the dataset once.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from trials.config import TrainConfig
 from trials.data import check_dataset, find_unreadable_images, imagefolder_images
 from trials.models import check_weights
@@ -36,3 +38,15 @@ def find_unreadable(config: TrainConfig) -> list[tuple[str, str]]:
     if config.dataset.type != "imagefolder" or not config.dataset.path:
         return []
     return find_unreadable_images(imagefolder_images(config.dataset.path))
+
+
+def check_models(config: TrainConfig, models: Iterable[str]) -> None:
+    """``check``'s model and weights checks for each of ``models`` (a searched ``model``'s choices)."""
+    for model in models:
+        check_weights(model, config.weights)
+
+
+def field_message(error: Exception, section: str = "train") -> str:
+    """``train.model: ...`` for an error about the model field, else ``train: ...`` (one line)."""
+    text = str(error)
+    return f"{section}.{text}" if text.startswith("model: ") else f"{section}: {text}"

@@ -36,7 +36,7 @@ from trials.checkpoint import (
     rng_state,
     set_rng_state,
 )
-from trials.config import TrainConfig
+from trials.config import AmpMode, TrainConfig
 from trials.data import DataBundle, ImageLoader, load_data, load_test, resolve_num_workers
 from trials.errors import TrainConfigError, one_line
 from trials.models import backbone_modules, build_model, split_parameters
@@ -102,6 +102,7 @@ def train_one_epoch(
     device: torch.device,
     *,
     amp_dtype: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
     channels_last: bool = False,
     frozen: Sequence[nn.Module] = (),
     on_first_batch: Callable[[], None] | None = None,
@@ -112,7 +113,8 @@ def train_one_epoch(
     ``frozen`` modules stay in eval mode (a frozen backbone's BatchNorm keeps its running statistics).
     The loss is summed on the device and read once at the end: a per-batch ``.item()`` would make the
     host wait for the accelerator at every step. ``on_first_batch`` is called when the first batch has been
-    fetched, ``on_first_step`` after its ``optimizer.step()``.
+    fetched, ``on_first_step`` after its ``optimizer.step()``. A ``scaler`` (fp16 autocast) scales the loss
+    before ``backward`` and steps through itself (a step with inf/nan gradients is skipped).
     Returns ``{"train_loss": mean loss, "lr": last group's lr at the last step, "num_samples": n}``.
     """
     model.train()
@@ -131,8 +133,7 @@ def train_one_epoch(
         with _autocast(device, amp_dtype):
             loss = loss_fn(model(x), y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        _step(loss, optimizer, scaler)
         if seen == 0 and on_first_step is not None:
             on_first_step()
         lr = optimizer.param_groups[-1]["lr"]
@@ -142,6 +143,16 @@ def train_one_epoch(
         seen += y.shape[0]
     mean = total.item() / seen if seen else math.nan
     return {"train_loss": mean, "lr": float(lr), "num_samples": float(seen)}
+
+
+def _step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
 
 
 def evaluate(
@@ -175,6 +186,27 @@ def evaluate(
 
 
 # ---------------------------------------------------------------- building blocks of fit
+
+
+def resolve_amp(mode: AmpMode, device_type: str, bf16_supported: bool) -> torch.dtype | None:
+    """The autocast dtype of ``train.amp`` on a device, or None (fp32): never on CPU nor with ``off``;
+    ``auto`` is bf16 where the GPU supports it (``bf16_supported``), else fp16 (which trains with a scaler)."""
+    if device_type != "cuda" or mode == "off":
+        return None
+    if mode == "auto":
+        return torch.bfloat16 if bf16_supported else torch.float16
+    return torch.bfloat16 if mode == "bf16" else torch.float16
+
+
+def amp_dtype_on(mode: AmpMode, device: torch.device) -> torch.dtype | None:
+    """``resolve_amp`` for ``device``, asking CUDA whether it supports bf16."""
+    cuda = device.type == "cuda"
+    return resolve_amp(mode, device.type, cuda and torch.cuda.is_bf16_supported())
+
+
+def grad_scaler(amp_dtype: torch.dtype | None, device: torch.device) -> torch.amp.GradScaler | None:
+    """A gradient scaler for fp16 autocast (its small gradients would underflow); None otherwise."""
+    return torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -467,6 +499,7 @@ class _Parts:
 
     device: torch.device
     amp_dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler | None  # fp16 autocast only
     data: DataBundle
     model: nn.Module
     backbone: list[nn.Parameter]
@@ -499,13 +532,13 @@ def _build_parts(config: TrainConfig, num_threads: int | None, timings: dict[str
     data = load_data(config.dataset, image_size=config.resolved_image_size, aug_strength=config.aug_strength)
     t1 = time.perf_counter()
     model = build_model(config.model, data.num_classes, dropout=config.dropout, weights=config.weights)
-    if on_cuda:  # bf16 autocast + channels_last is the fast path for convnets on tensor cores
+    if on_cuda:  # autocast + channels_last is the fast path for convnets on tensor cores
         torch.backends.cudnn.benchmark = True
         model = model.to(device).to(memory_format=torch.channels_last)
     else:
         model = model.to(device)
     timings["dataset_s"], timings["model_s"] = t1 - t0, time.perf_counter() - t1
-    amp_dtype = torch.bfloat16 if on_cuda and config.amp else None
+    amp_dtype = amp_dtype_on(config.amp, device)
     backbone, head = split_parameters(model)
     backbone_bn = [m for m in backbone_modules(model) if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     generator = torch.Generator()
@@ -519,6 +552,7 @@ def _build_parts(config: TrainConfig, num_threads: int | None, timings: dict[str
     return _Parts(
         device=device,
         amp_dtype=amp_dtype,
+        scaler=grad_scaler(amp_dtype, device),
         data=data,
         model=model,
         backbone=backbone,
@@ -668,6 +702,7 @@ class _Fitting:
             parts.train_loss_fn,
             parts.device,
             amp_dtype=parts.amp_dtype,
+            scaler=parts.scaler,
             channels_last=parts.on_cuda,
             frozen=parts.backbone_bn if frozen else (),
             on_first_batch=self.first_batch,
@@ -754,7 +789,7 @@ def evaluate_test(model: nn.Module, config: TrainConfig) -> dict[str, float]:
         num_workers=resolve_num_workers(config.num_workers, test),
         pin_memory=on_cuda,
     )
-    amp_dtype = torch.bfloat16 if on_cuda and config.amp else None
+    amp_dtype = amp_dtype_on(config.amp, device)
     metrics = evaluate(
         model.to(device), loader, nn.CrossEntropyLoss(), device, amp_dtype=amp_dtype, channels_last=on_cuda
     )

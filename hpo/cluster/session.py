@@ -15,7 +15,7 @@ from typing import Any
 
 import ray
 
-from hpo.errors import ClusterError
+from hpo.errors import ClusterError, ConfigError
 
 
 @dataclass(frozen=True)
@@ -25,11 +25,39 @@ class RayInfo:
     cpus: float
     gpus: float
     temp_dir: str | None
+    #: CPUs and GPUs of the GPU node with the fewest CPUs per GPU (None: the cluster's totals stand for it)
+    gpu_node: tuple[float, float] | None = None
+
+    def cpus_per_gpu(self) -> tuple[float, float, float] | None:
+        """A GPU node's CPUs per GPU, with the CPUs and GPUs it is from; None without GPUs."""
+        cpus, gpus = self.gpu_node or (self.cpus, self.gpus)
+        return (cpus / gpus, cpus, gpus) if gpus > 0 else None
 
     def describe(self) -> str:
         if self.temp_dir:
             return f"local Ray ({self.cpus:g} CPUs, {self.gpus:g} GPUs; logs in {self.temp_dir})"
         return f"Ray at {self.address} ({self.cpus:g} CPUs, {self.gpus:g} GPUs)"
+
+
+def is_remote_address(address: str | None) -> bool:
+    """Whether the Ray cluster at ``address`` may have its head on another machine: anything but a local
+    Ray (none, ``local``), ``auto`` (this machine is a node) or a loopback host."""
+    if not address or address in ("local", "auto"):
+        return False
+    target = address.removeprefix("ray://")
+    host = (target.rpartition(":")[0] or target).strip("[]")
+    return host not in ("localhost", "::1") and not host.startswith("127.")
+
+
+def refuse_sqlite_on_remote(storage_url: str, address: str | None) -> None:
+    """``ConfigError`` for a SQLite storage with a remote Ray: the coordinator runs on the cluster's head node
+    and would open a SQLite file of its own there, not the one this machine reads."""
+    if storage_url.startswith("sqlite") and is_remote_address(address):
+        raise ConfigError(
+            f"storage {storage_url} is a SQLite file, which the Ray cluster at {address} cannot share (its head "
+            "node would open another file of that name); use PostgreSQL with a remote Ray "
+            "(--storage postgresql+psycopg2://user@host/db, or $HPO_STORAGE)"
+        )
 
 
 def default_temp_dir() -> str:
@@ -139,7 +167,14 @@ def _probe(address: str, timeout: float = 5.0) -> None:
 
 def _info(address: str, started: bool, temp_dir: str | None) -> RayInfo:
     res = ray.cluster_resources()
-    return RayInfo(address, started, float(res.get("CPU", 0)), float(res.get("GPU", 0)), temp_dir)
+    return RayInfo(address, started, float(res.get("CPU", 0)), float(res.get("GPU", 0)), temp_dir, _gpu_node())
+
+
+def _gpu_node() -> tuple[float, float] | None:
+    """(CPUs, GPUs) of the live GPU node with the fewest CPUs per GPU: what a trial with GPUs can count on."""
+    nodes = [n.get("Resources") or {} for n in ray.nodes() if n.get("Alive")]
+    pairs = [(float(r.get("CPU", 0)), float(r["GPU"])) for r in nodes if r.get("GPU", 0) > 0]
+    return min(pairs, key=lambda p: p[0] / p[1], default=None)
 
 
 def fit_parallel(info: RayInfo, cpus_per_trial: float, gpus_per_trial: float) -> int:

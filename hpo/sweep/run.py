@@ -5,6 +5,7 @@ resources, another sweep holding the study) does so before a trial is written.""
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from typing import Any
 
 import ray
 
-from hpo.cluster.session import RayInfo, fit_parallel, ray_session
+from hpo.cluster.session import RayInfo, fit_parallel, ray_session, refuse_sqlite_on_remote
 from hpo.cluster.worker import Workload, train_workload, warm_workers
 from hpo.config import SweepConfig, load_train_file
 from hpo.coordinator import actor
@@ -48,12 +49,18 @@ class SweepResult:
 
 def preflight(cfg: SweepConfig) -> None:
     """Cheap checks of the data, model and weights before anything is written (no training)."""
-    from trials.preflight import check
+    from trials.preflight import check, check_models, field_message
 
     try:
         check(cfg.base_train)
     except TrialsError as e:
-        raise ConfigError(f"train: {e}") from None
+        raise ConfigError(field_message(e)) from None
+    for param in cfg.space.params:
+        if param.name == "model":  # searched (or fixed in search_space): every choice must build
+            try:
+                check_models(cfg.base_train, param.candidates())
+            except TrialsError as e:
+                raise ConfigError(f"search_space.model: {field_message(e)}") from None
 
 
 def run_sweep(
@@ -80,6 +87,8 @@ def run_sweep(
     """
     obs = observer or LineObserver(metric=cfg.study.metric)
     stopper = stopper or Stopper()
+    ray_address = ray_address or os.environ.get("RAY_ADDRESS") or None
+    refuse_sqlite_on_remote(cfg.storage or "", ray_address)  # before anything is written or started
     if check_data:
         preflight(cfg)
     if enqueue:
@@ -89,7 +98,7 @@ def run_sweep(
     mine = lease.new_lease(ttl=lease.ttl_for(cfg.storage_options.retry_timeout))  # outlives any retried write
     clock = Clock()
     with contextlib.ExitStack() as stack:
-        info = stack.enter_context(ray_session(ray_address or os.environ.get("RAY_ADDRESS") or None))
+        info = stack.enter_context(ray_session(ray_address))
         if handle_sigint:  # after ray.init: it replaces the SIGTERM handler of Ray's core worker (an abort trace)
             _restore_on_exit(stack, signal.SIGTERM, install_sigterm(stopper))
         placement = place(cfg, info)  # a sweep the cluster cannot run is refused before the study exists
@@ -145,17 +154,27 @@ def place(cfg: SweepConfig, info: RayInfo) -> Placement:
     gpus = (1.0 if info.gpus >= 1 else 0.0) if res.gpus_per_trial == "auto" else float(res.gpus_per_trial)
     if gpus > 0 and info.gpus < gpus:
         raise ConfigError(f"resources.gpus_per_trial: the Ray cluster has {info.gpus:g} GPUs, got {gpus:g}")
-    if info.cpus < res.cpus_per_trial:
-        raise ConfigError(
-            f"resources.cpus_per_trial: the Ray cluster has {info.cpus:g} CPUs, got {res.cpus_per_trial:g}"
-        )
+    cpus, why = (float(res.cpus_per_trial), "") if res.cpus_per_trial != "auto" else auto_cpus(info, gpus)
+    if info.cpus < cpus:
+        raise ConfigError(f"resources.cpus_per_trial: the Ray cluster has {info.cpus:g} CPUs, got {cpus:g}")
     if gpus == 0 and cfg.base_train.device == "cuda":
         raise ConfigError(
             f"train.device: 'cuda', but a trial gets no GPU (resources.gpus_per_trial: {res.gpus_per_trial}; "
             f"the Ray cluster has {info.gpus:g} GPUs); use device: auto or cpu, or give trials GPUs"
         )
-    parallel = cfg.parallel or fit_parallel(info, res.cpus_per_trial, gpus)
-    return Placement(cpus=res.cpus_per_trial, gpus=gpus, parallel=parallel)
+    parallel = cfg.parallel or fit_parallel(info, cpus, gpus)
+    return Placement(cpus=cpus, gpus=gpus, parallel=parallel, cpus_chosen=why)
+
+
+def auto_cpus(info: RayInfo, gpus: float) -> tuple[float, str]:
+    """``cpus_per_trial: auto`` for a trial with ``gpus`` GPUs: a GPU node's CPUs per GPU times ``gpus`` (floor,
+    at least 1), so the GPU trials that fill a node share its CPUs; 1 without a GPU. With how it was chosen."""
+    ratio = info.cpus_per_gpu()
+    if gpus <= 0 or ratio is None:
+        return 1.0, ""  # as before auto: "1 CPU each, no GPU" says it
+    per_gpu, node_cpus, node_gpus = ratio
+    cpus = float(max(1, math.floor(per_gpu * gpus + 1e-9)))
+    return cpus, f"cpus_per_trial auto -> {cpus:g}: {node_cpus:g} CPUs / {node_gpus:g} GPUs"
 
 
 @dataclass(frozen=True)
@@ -165,11 +184,13 @@ class Placement:
     cpus: float
     gpus: float
     parallel: int
+    cpus_chosen: str = ""  # how ``cpus_per_trial: auto`` chose ``cpus`` ("": the config gave them)
 
     def describe(self) -> str:
         each = f"{self.cpus:g} CPU{'s' if self.cpus != 1 else ''}"
         each += f" and {self.gpus:g} GPU{'s' if self.gpus > 1 else ''} each" if self.gpus else " each, no GPU"
-        return f"{self.parallel} trial{'s' if self.parallel != 1 else ''} at once, {each}"
+        why = f" ({self.cpus_chosen})" if self.cpus_chosen else ""
+        return f"{self.parallel} trial{'s' if self.parallel != 1 else ''} at once, {each}{why}"
 
 
 @dataclass

@@ -49,6 +49,7 @@ def export_best(storage_url: str, study_name: str, output: str | Path, *, pick: 
         metric=metric,
         direction=direction,
         storage_url=storage_url,
+        gpus_per_trial=trial_gpus(best),
     )
     text = (
         f"# Best config of study {study_name!r} (trial {best.number}, {_shown(study, best)}), exported by hpo.\n"
@@ -82,10 +83,27 @@ def _shown(study: Any, trial: Any) -> str:
     return ", ".join(f"{m}={v:.6g}" for m, v in zip(names, trial.values or [], strict=False))
 
 
+def trial_gpus(trial: Any) -> float | None:
+    """How many GPUs ``trial`` ran with (the GPU ids its worker recorded: a shared GPU counts as one), or None
+    when its node was not recorded."""
+    node = trial.user_attrs.get(studies.ATTR_NODE)
+    gpus = node.get("gpus") if isinstance(node, dict) else None
+    return float(len(gpus)) if isinstance(gpus, list) else None
+
+
 def build_document(
-    train: dict[str, Any], *, study: str, trial: int, value: float, metric: str, direction: str, storage_url: str
+    train: dict[str, Any],
+    *,
+    study: str,
+    trial: int,
+    value: float,
+    metric: str,
+    direction: str,
+    storage_url: str,
+    gpus_per_trial: float | None = None,
 ) -> dict[str, Any]:
-    """The export document, validated through the same model ``hpo train`` loads it with."""
+    """The export document, validated through the same model ``hpo train`` loads it with. The provenance's
+    ``gpus_per_trial`` is left out when not known (a file of the same format version as before)."""
     config = TrainConfig.from_dict(train)
     provenance = Provenance(
         study=study,
@@ -96,6 +114,7 @@ def build_document(
         storage=strip_password(storage_url),
         hpo_version=hpo.__version__,
         exported_at=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+        gpus_per_trial=gpus_per_trial,
     )
     doc = TrainFile(version=EXPORT_FORMAT, train=config, provenance=provenance)
-    return {"version": doc.version, "provenance": provenance.model_dump(), "train": config.to_dict()}
+    return {"version": doc.version, "provenance": provenance.model_dump(exclude_none=True), "train": config.to_dict()}

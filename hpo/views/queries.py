@@ -434,16 +434,18 @@ def trial_numbers(conn: sa.Connection, study: int) -> list[tuple[int, int]]:
     return [(int(tid), int(n)) for tid, n in conn.execute(q)]
 
 
-def top_trial_ids(conn: sa.Connection, study: int, direction: str, limit: int | None) -> list[int]:
-    """The trials with the best primary values first (ties and trials without a value by number), any state:
-    the order of ``hpo status``'s table, by one ``ORDER BY ... LIMIT``."""
+def top_trial_ids(
+    conn: sa.Connection, study: int, direction: str, limit: int | None, *, failed_first: bool = False
+) -> list[int]:
+    """The trials with the best primary values first (ties and trials without a value by number), any state,
+    by one ``ORDER BY ... LIMIT``; ``failed_first``: the FAIL trials before them, by number (the order of
+    ``hpo status``'s table, ``hpo.views.status.status_order``)."""
     value = sa.select(_values.c.value).where(_primary()).limit(1).scalar_subquery().label("v")
     order = value.desc() if direction == "maximize" else value.asc()
-    q = (
-        sa.select(_trials.c.trial_id, value)
-        .where(_trials.c.study_id == study)
-        .order_by(sa.case((value.is_(None), 1), else_=0), order, _trials.c.number)
-    )
+    keys = [sa.case((value.is_(None), 1), else_=0), order, _trials.c.number]
+    if failed_first:
+        keys.insert(0, sa.case((_trials.c.state == TrialState.FAIL, 0), else_=1))
+    q = sa.select(_trials.c.trial_id, value).where(_trials.c.study_id == study).order_by(*keys)
     if limit is not None:
         q = q.limit(limit)
     return [int(r[0]) for r in conn.execute(q)]

@@ -76,7 +76,8 @@ def summarize(
     front: Sequence[FrozenTrial] = (),
     limit: int | None = None,
 ) -> StudyStatus:
-    """The status of ``trials``; ``limit``: only that many rows, the best first (as ``best_first`` orders them)."""
+    """The status of ``trials``; ``limit``: only that many rows, the failed first, then the best (as
+    ``status_order`` orders them)."""
     rows = [trial_row(t) for t in sorted(trials, key=lambda t: t.number)]
     done = [r for r in rows if r.state in ("COMPLETE", "PRUNED", "FAIL")]
     budget = sum(r.max_epochs or r.epochs_run for r in done)
@@ -95,7 +96,7 @@ def summarize(
         epochs_saved=max(0, budget - run),
         saved_fraction=(max(0, budget - run) / budget) if budget else 0.0,
         n_trials=len(rows),
-        rows=rows if limit is None else best_first(rows, direction)[:limit],
+        rows=rows if limit is None else status_order(rows, direction)[:limit],
         objectives=list(objectives) if len(objectives) > 1 else [],
         pareto=[
             {"number": t.number, "values": dict(zip(objectives, t.values or [], strict=False)), "params": t.params}
@@ -111,3 +112,11 @@ def best_first(rows: Sequence[TrialRow], direction: str) -> list[TrialRow]:
         sorted(rows, key=lambda r: r.number),
         key=lambda r: (r.value is None, -(r.value or 0) if direction == "maximize" else (r.value or 0)),
     )
+
+
+def status_order(rows: Sequence[TrialRow], direction: str) -> list[TrialRow]:
+    """What ``hpo status`` lists: the FAIL trials first, by number (their reasons are what to read before a
+    ``--limit`` cuts the list), then the others ``best_first``; the order of ``queries.top_trial_ids`` with
+    ``failed_first``."""
+    failed = sorted((r for r in rows if r.state == TrialState.FAIL.name), key=lambda r: r.number)
+    return failed + best_first([r for r in rows if r.state != TrialState.FAIL.name], direction)

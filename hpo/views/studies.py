@@ -27,7 +27,7 @@ from hpo.views.status import StudyStatus, TrialRow, summarize
 
 def study_status(storage: Any, study_name: str, *, limit: int | None = None) -> StudyStatus:
     """The status of ``study_name`` in ``storage`` (a URL, or an Optuna storage object); ``limit``: only that
-    many trial rows, the best first (None: every trial, by number)."""
+    many trial rows, the failed first, then the best (None: every trial, by number)."""
     if not isinstance(storage, str):
         return _from_optuna(studies.load(storage, study_name), limit)
     with connect(storage) as conn:
@@ -78,9 +78,9 @@ def status_from_sql(conn: sa.Connection, info: queries.StudyInfo, *, limit: int 
         shown = queries.facts(conn, sid)
         totals = queries.totals(shown)
         counts = queries.state_counts(conn, sid)[sid]
-    else:  # the best ``limit`` trials, and only their fail reasons
+    else:  # the failed trials, then the best: ``limit`` of them, and only their fail reasons
         counts, totals = queries.study_totals(conn, sid)
-        top = queries.top_trial_ids(conn, sid, direction, limit)
+        top = queries.top_trial_ids(conn, sid, direction, limit, failed_first=True)
         by_id = {f.trial_id: f for f in queries.facts(conn, sid, top)} if top else {}
         shown = [by_id[tid] for tid in top]
     shown_ids = [f.trial_id for f in shown]

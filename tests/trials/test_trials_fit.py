@@ -252,3 +252,15 @@ def test_pretrain_then_fine_tune_from_the_saved_model(tiny_config: Callable[...,
     )
     assert fine.class_names == ["5", "6", "7", "8", "9"]
     assert fine.best_metrics["val_acc"] > 0.2 + 0.25, fine.history  # chance is 1 in 5
+
+
+def test_every_amp_mode_trains_the_same_on_cpu(
+    full_run: tuple[FitResult, Path, TrainConfig], tiny_config: Callable[..., TrainConfig]
+) -> None:
+    """CPU never autocasts: amp off, fp16 (no scaler there) and the full run's auto train the same numbers."""
+    reference, _, config = full_run
+    assert config.amp == "auto"
+    for mode in ("off", "fp16"):
+        result = fit(tiny_config(**RESUME_CHANGES, amp=mode))
+        assert result.status == "completed"
+        assert [h["val_loss"] for h in result.history] == [h["val_loss"] for h in reference.history]

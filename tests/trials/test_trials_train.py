@@ -11,7 +11,15 @@ from torch.nn import functional as F
 
 from trials.config import TrainConfig
 from trials.models import build_model, split_parameters
-from trials.train import build_optimizer, build_scheduler, evaluate, lr_factor, train_one_epoch
+from trials.train import (
+    build_optimizer,
+    build_scheduler,
+    evaluate,
+    grad_scaler,
+    lr_factor,
+    resolve_amp,
+    train_one_epoch,
+)
 
 CPU = torch.device("cpu")
 
@@ -119,3 +127,41 @@ def test_bf16_autocast_and_channels_last_paths_run_on_cpu() -> None:
     metrics = evaluate(model, batches, nn.CrossEntropyLoss(), CPU, amp_dtype=torch.bfloat16, channels_last=True)
     assert math.isfinite(trained["train_loss"]) and math.isfinite(metrics["val_loss"])
     assert 0.0 <= metrics["val_acc"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("mode", "device", "bf16", "expected"),
+    [
+        ("auto", "cuda", True, torch.bfloat16),  # bf16 where the GPU supports it
+        ("auto", "cuda", False, torch.float16),  # else fp16 (with a gradient scaler)
+        ("bf16", "cuda", False, torch.bfloat16),  # asked for: as asked
+        ("fp16", "cuda", True, torch.float16),
+        ("off", "cuda", True, None),  # fp32
+        ("auto", "cpu", True, None),  # never on CPU
+        ("fp16", "cpu", False, None),
+        ("bf16", "cpu", True, None),
+    ],
+)
+def test_amp_mode_resolves_to_an_autocast_dtype(mode: str, device: str, bf16: bool, expected: object) -> None:
+    assert resolve_amp(mode, device, bf16) is expected  # type: ignore[arg-type]
+
+
+def test_a_gradient_scaler_only_for_fp16() -> None:
+    cuda = torch.device("cuda")  # a device object only: nothing runs on it
+    assert grad_scaler(torch.bfloat16, cuda) is None and grad_scaler(None, cuda) is None
+    assert grad_scaler(None, CPU) is None
+
+
+def test_the_scaled_step_path_runs_on_cpu() -> None:
+    """fp16 training's step (scale the loss, step through the scaler, update its scale) on a CPU scaler: the
+    same calls a CUDA one gets; the weights move and the loss stays finite."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    batches = [(torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3]))] * 3
+    before = [p.detach().clone() for p in model.parameters()]
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    trained = train_one_epoch(model, batches, optimizer, None, nn.CrossEntropyLoss(), CPU, scaler=scaler)
+    assert math.isfinite(trained["train_loss"]) and trained["num_samples"] == 12
+    assert scaler.get_scale() == 2.0**8  # no inf/nan gradient: no step skipped, the scale kept
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
