@@ -101,7 +101,7 @@ class HpoSearcher:
         from hpo import study as studies
 
         trial = job.key
-        self.storage.set_trial_system_attr(trial._trial_id, getattr(studies, "SYS_PAUSED", "hpo:paused"), epoch)
+        self.storage.set_trial_system_attr(trial._trial_id, studies.SYS_PAUSED, epoch)
         self.storage.set_trial_state_values(trial._trial_id, TrialState.WAITING)
         self.paused[trial.number] = job
 
@@ -137,7 +137,10 @@ class OptunaArm:
 
 class OptunaSearcher:
     def __init__(self, arm: OptunaArm, seed: int, n_trials: int | None) -> None:
-        self.study = optuna.create_study(direction="maximize", sampler=arm.make_sampler(seed), pruner=arm.make_pruner())
+        # a fixed name: Optuna's HyperbandPruner picks each trial's bracket by a hash of the study's name
+        self.study = optuna.create_study(
+            study_name=f"replay-{seed}", direction="maximize", sampler=arm.make_sampler(seed), pruner=arm.make_pruner()
+        )
         self.dists = _space()
         self.n_trials, self.created = n_trials, 0
 

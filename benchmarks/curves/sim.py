@@ -24,6 +24,7 @@ class Job:
     key: Any  # the searcher's handle of the trial
     params: dict[str, Any]
     run: Run | None = None  # set by the simulator (nearest recorded config, a seed drawn)
+    stop: int = 0  # set with ``run``: the epoch after which early stopping ends it
     done: int = 0  # epochs trained so far
     best_val: float = float("-inf")
 
@@ -80,6 +81,7 @@ def replay(
         if job.run is None:
             config = curves.nearest(job.params)
             job.run = rng.choice(curves.runs[config])
+            job.stop = job.run.stop_epoch(curves.patience, curves.min_delta)
             trace.trials += 1
         jobs[worker] = job
         cost = curves.setup_s + job.run.seconds[job.done]
@@ -106,11 +108,10 @@ def replay(
         trace.wall = now
         val = run.val[job.done - 1]
         job.best_val = max(job.best_val, val)
-        stop = run.stop_epoch(curves.patience, curves.min_delta)
         answer = searcher.report(job, job.done, val)
         if answer == "prune":  # as fit: the answer first, then early stopping
             searcher.finished(job, "PRUNED", None)
-        elif job.done >= stop or job.done >= curves.epochs:
+        elif job.done >= job.stop or job.done >= curves.epochs:
             _complete(curves, searcher, job, trace)  # a finished run is complete, even if told to pause
         elif answer == "pause":
             pass  # the searcher keeps it; next_job may hand it out again
