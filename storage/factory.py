@@ -63,17 +63,26 @@ def open_storage(
         if not create_schema and not path.is_file():
             raise StorageError(f"storage {parsed}: no such file {path} (run a sweep first, or pass --storage)")
     with storage_errors(url, "cannot open storage"), _schema_lock(parsed, create_schema, connect_timeout):
+        # made, then initialised, so that a constructor that fails (no tables yet, a refused connection) still
+        # leaves us its engine to close: else its pooled connection stays open until garbage collection, and a
+        # sweep's set-up held two such connections beside its own (a peak of 5 where the budget says 3)
+        storage = optuna.storages.RDBStorage.__new__(optuna.storages.RDBStorage)
         try:
-            return optuna.storages.RDBStorage(
+            storage.__init__(  # type: ignore[misc]
                 url,
                 engine_kwargs=engine_kwargs(parsed, connect_timeout=connect_timeout),
                 skip_table_creation=not create_schema,
                 skip_compatibility_check=not check_version,
             )
         except sqlalchemy.exc.ProgrammingError as e:
+            close_storage(storage)
             if not create_schema and "does not exist" in str(e):
                 raise StorageError(f"storage {parsed} holds no Optuna study yet (run a sweep first)") from e
             raise
+        except BaseException:
+            close_storage(storage)
+            raise
+        return storage
 
 
 @contextlib.contextmanager
