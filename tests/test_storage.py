@@ -144,7 +144,6 @@ def test_close_releases_every_connection(pg_url: str) -> None:
         assert counter.count() == 0
 
 
-
 @pytest.mark.postgres
 def test_a_storage_that_fails_to_open_leaves_no_connection(pg_url: str) -> None:
     """Opening an empty database without creating the schema fails; the engine Optuna made before failing is
@@ -166,6 +165,7 @@ def test_a_storage_that_fails_to_open_leaves_no_connection(pg_url: str) -> None:
             assert counter.count() == 0
     finally:
         gc.enable()
+
 
 def _create_schema(url: str, barrier: threading.Barrier, results: object) -> None:
     barrier.wait()
