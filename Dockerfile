@@ -8,7 +8,9 @@
 # The base is PyTorch's own CUDA runtime image: torch and torchvision come with it and pip keeps them,
 # as long as they satisfy pyproject.toml (torch>=2.4,<2.15). CUDA 12.6 runs on NVIDIA drivers >= 560
 # (>= 525 through CUDA's minor-version compatibility); pick another tag of the same family for newer or
-# older drivers with --build-arg BASE_IMAGE=...
+# older drivers with --build-arg BASE_IMAGE=... (docker compose: HPO_BASE_IMAGE in .env). Any base whose
+# `python` is 3.10+ with pip, and with useradd, will do; docker/offline/torch-base.Dockerfile builds one
+# where no image can be pulled (Debian, torch from the Python registry).
 ARG BASE_IMAGE=pytorch/pytorch:2.14.1-cuda12.6-cudnn9-runtime
 FROM ${BASE_IMAGE}
 

@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 # asserts a timing: benchmarks judge their goals in `make bench`, the suite checks that they run.
 PYTEST_WORKERS ?= 2
 
-.PHONY: install demo pretrain test test-slow test-all pg bench bench-quick lint clean
+.PHONY: install demo pretrain test test-slow test-all pg bench bench-quick lint clean compose-test
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,11 +51,12 @@ pg:
 	  echo "no local PostgreSQL found: its tests will skip (fail under CI=true); set HPO_TEST_PG to use another server"; \
 	fi
 
-test: install pg
+# pretrain: the learning-curve benchmark's tests fine-tune the quickstart's backbone (benchmarks/curves)
+test: install pg pretrain
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 # The slow end-to-end tests (real CLI sweeps killed, interrupted, restarted; benchmarks' quick passes; docker).
-test-slow: install pg
+test-slow: install pg pretrain
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m slow $(PYTEST_ARGS)
 
 test-all: test test-slow
@@ -67,6 +68,12 @@ bench: install pg pretrain
 
 bench-quick: install pg
 	$(BIN)/python -m benchmarks --quick
+
+# docker-compose.yml started for real (a Docker engine and Compose v2.24+ needed; docker/compose_test.sh says
+# what it does): build, up, a sweep on the Ray cluster with its worker killed mid-sweep, export, down -v.
+# It prints the path of its log (HPO_COMPOSE_TEST_LOG to choose it).
+compose-test:
+	bash docker/compose_test.sh
 
 lint: install
 	$(BIN)/ruff check hpo trials storage tests benchmarks

@@ -253,6 +253,7 @@ def sweep(n_trials: int = 4) -> dict[str, Any]:
             "max_failures": 0,
             "train": {
                 "model": "resnet18",
+                "weights": None,  # random initialisation: nothing to download on the GPU machine
                 "dataset": {"type": "digits"},
                 "image_size": 64,
                 "epochs": 3,

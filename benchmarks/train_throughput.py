@@ -127,6 +127,7 @@ def fit_end_to_end(*, batch_size: int, samples: int, epochs: int) -> float:
     config = TrainConfig.from_dict(
         {
             "model": "resnet18",
+            "weights": None,  # random initialisation, as the bare loop's model: nothing to download
             "image_size": 32,
             "batch_size": batch_size,
             "epochs": epochs,

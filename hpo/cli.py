@@ -1,7 +1,7 @@
 """The ``hpo`` command: a thin layer over the library. Each command validates, calls one library
 function and prints; user mistakes become one line on stderr and exit code 2 (``--debug`` shows the
 traceback), a sweep that could not finish exits 1, one that ``study.timeout`` ended short of its target 3,
-an interrupted one 130 (Ctrl-C) or 143 (SIGTERM)."""
+an interrupted one 130 (Ctrl-C, or ``hpo stop`` from another shell) or 143 (SIGTERM)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import hpo
@@ -156,7 +157,7 @@ def sweep(
     1: the sweep could not go on (failure budget, environment, out of GPU memory, storage or its lease lost).
     2: a usage or config error, or another sweep holds the study.
     3: study.timeout ended the sweep short of n_trials (run it again to continue).
-    130: Ctrl-C.
+    130: Ctrl-C, or hpo stop from another shell (running trials finished).
     143: SIGTERM (trials still running after drain_timeout are resumed by the next sweep).
     """
     from hpo.config import load_sweep_config
@@ -619,6 +620,130 @@ def report(
     from hpo.views.report import write_report
 
     out.print(f"wrote {write_report(_storage(storage), study, output)}")
+
+
+@app.command()
+def trials(
+    study: StudyOpt,
+    storage: StorageOpt = None,
+    state: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--state",
+            help="Only trials in this state: complete, pruned, fail, running, waiting or paused (repeat it, or "
+            "separate by commas). Paused: waiting trials asha paused; waiting: the others (enqueued).",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    limit: Annotated[
+        int, typer.Option("--limit", help="Show only the last (newest) this many of them; 0 = all.", min=0)
+    ] = 0,
+    debug: DebugOpt = False,
+) -> None:
+    """List a study's trials by number: state, value, duration, params (and why a failed trial failed).
+
+    [bold]Example[/bold]: hpo trials --study quickstart --state complete --state pruned --limit 20
+    """
+    from hpo.views.trials import list_trials, parse_states
+
+    found = list_trials(_storage(storage), study, states=parse_states(state or []), limit=limit or None)
+    if as_json:
+        print(json.dumps(found.to_dict(), indent=2, default=str))
+        return
+    _print_trials(found)
+
+
+def _print_trials(found: Any) -> None:
+    from hpo.progress import format_duration, format_params
+
+    which = "" if found.matched == found.total else f", {found.matched} in the states asked for"
+    cut = f", the last {len(found.trials)} shown" if len(found.trials) < found.matched else ""
+    table = Table(title=f"study {found.study}: {found.total} trials{which}{cut}", title_justify="left")
+    for col in ("#", "state", found.metric, "epochs", "duration", "params"):
+        table.add_column(col, justify="left" if col in ("state", "params") else "right")
+    for t in found.trials:
+        table.add_row(
+            str(t.number),
+            t.state,
+            "" if t.value is None else f"{t.value:.4f}",
+            str(t.epochs_run),
+            "" if t.duration_s is None else format_duration(t.duration_s),
+            format_params(t.params) + (f"  [dim]{escape(t.reason)}[/dim]" if t.reason else ""),
+        )
+    out.print(table)
+
+
+@app.command()
+def best(
+    study: StudyOpt,
+    storage: StorageOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """The best trial (the one hpo export exports): number, value, params and the training config it ran.
+
+    Exit 2 with one line when no trial has finished with a value yet.
+    [bold]Example[/bold]: hpo best --study quickstart --json | jq .params
+    """
+    from hpo.progress import format_params
+    from hpo.views.trials import best_trial
+
+    b = best_trial(_storage(storage), study)
+    if as_json:
+        print(json.dumps(b.to_dict(), default=str))
+        return
+    shown = ", ".join(f"{m}={v:.6g}" for m, v in b.values.items())
+    out.print(f"best trial of study {b.study}: {b.number} ({shown})", markup=False)
+    out.print(f"params: {format_params(b.params)}", markup=False)
+    if b.train_config is not None:
+        out.print(f"train config: {json.dumps(b.train_config, sort_keys=True)}", markup=False)
+
+
+@app.command()
+def stop(study: StudyOpt, storage: StorageOpt = None, debug: DebugOpt = False) -> None:
+    """Ask the sweep running a study to stop, from another shell or machine: it starts no new trials, lets the
+    running ones finish (as a first Ctrl-C does) and exits with code 130. Returns at once.
+
+    The request is written into the study; the sweep reads it within a few seconds. Exit 0 also when no sweep
+    runs the study (it says so, and writes nothing).
+    [bold]Example[/bold]: hpo stop --study quickstart --storage postgresql+psycopg2://hpo@db/hpo
+    """
+    from hpo.sweep.stop import request_stop
+
+    out.print(request_stop(_storage(storage), study).describe(), markup=False)
+
+
+@app.command()
+def delete(
+    study: StudyOpt,
+    storage: StorageOpt = None,
+    checkpoints: Annotated[
+        bool,
+        typer.Option(
+            "--checkpoints",
+            help="Also remove the checkpoint folders its trials recorded (the sweep's <output_dir>/<study>, "
+            "TensorBoard runs included), where they are on this machine.",
+        ),
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Really delete: required (nothing can undo it).")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Delete a study (its trials, params, values and attrs) from the storage; with --checkpoints, its trials'
+    checkpoint folders too. Refused without --yes, and while a sweep runs the study (hpo stop it first).
+
+    [bold]Example[/bold]: hpo delete --study quickstart --checkpoints --yes
+    """
+    from hpo.errors import HpoError
+    from hpo.views.delete import delete_study, describe, summary
+
+    url = _storage(storage)
+    if not yes:
+        s = summary(url, study)  # the study must exist: an unknown name is the error to show
+        also = " and its checkpoint folders" if checkpoints else ""
+        raise HpoError(f"would delete study {s['study']!r} ({s['trials']} trials){also}; pass --yes to delete it")
+    for line in describe(delete_study(url, study, checkpoints=checkpoints)):
+        out.print(line, markup=False)
 
 
 storage_app = typer.Typer(help="Storage maintenance.", no_args_is_help=True)

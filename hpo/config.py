@@ -45,8 +45,8 @@ class SamplerConfig(_Model):
     """Optuna sampler: tpe (default), random, cmaes, gp or qmc, with an optional seed. TPE's random start-up
     trials (``n_startup_trials``) default to a fifth of ``study.n_trials``, at least 4 and at most 10."""
 
-    name: Literal["tpe", "random", "cmaes", "gp", "qmc"] = "tpe"
-    seed: int | None = None
+    name: Literal["tpe", "random", "cmaes", "gp", "qmc"] = "tpe"  # Optuna's sampler of that name
+    seed: int | None = None  # the sampler's seed: the same seed and trials give the same suggestions
     n_startup_trials: int | None = Field(None, ge=0, description="TPE only; default: n_trials / 5 within [4, 10]")
 
     @model_validator(mode="after")
@@ -74,11 +74,11 @@ Objective = Literal["val_acc", "val_loss", "params_m", "latency_ms"]
 
 class StudyConfig(_Model):
     name: str | None = None  # default: the config file's name without .yaml
-    metric: Literal["val_acc", "val_loss"] = "val_acc"
+    metric: Literal["val_acc", "val_loss"] = "val_acc"  # what trials are judged and pruned on, every epoch
     metrics: list[Objective] | None = None  # multi-objective: directions follow each; the first is the primary
     latency_batch: int = Field(32, ge=1, le=4096, description="images per batch when latency_ms is measured")
     direction: Literal["maximize", "minimize"] | None = None  # default: from the metric
-    n_trials: int = Field(20, ge=1, le=1_000_000)
+    n_trials: int = Field(20, ge=1, le=1_000_000, description="finished (COMPLETE or PRUNED) trials to reach")
     timeout: float | None = Field(None, gt=0, description="stop launching trials after this many seconds")
     sampler: SamplerConfig = SamplerConfig()
 
@@ -141,17 +141,18 @@ class PrunerConfig(_Model):
     Parameters a type does not take are refused;
     after validation the ones it takes hold their values, the others None."""
 
+    # which pruner: Optuna's of that name, asha (hpo's promotion mode), or none
     type: Literal["median", "percentile", "successive_halving", "hyperband", "asha", "none"] = "median"
     percentile: float | None = Field(None, validate_default=True)  # required by the percentile type
-    n_startup_trials: int | None = None
+    n_startup_trials: int | None = None  # median, percentile: no pruning until this many trials completed
     n_warmup_steps: int | None = Field(None, description="no pruning before this epoch (epochs count from 1)")
-    interval_steps: int | None = None
-    n_min_trials: int | None = None
-    min_resource: int | Literal["auto"] | None = None
-    max_resource: int | Literal["auto"] | None = None
-    reduction_factor: int | None = None
-    min_early_stopping_rate: int | None = None
-    bootstrap_count: int | None = None
+    interval_steps: int | None = None  # median, percentile: judge every this many epochs
+    n_min_trials: int | None = None  # median, percentile: judge an epoch once this many trials reported it
+    min_resource: int | Literal["auto"] | None = None  # successive halving, hyperband, asha: the first rung's epoch
+    max_resource: int | Literal["auto"] | None = None  # hyperband: the most epochs a trial runs (auto: train.epochs)
+    reduction_factor: int | None = None  # successive halving, hyperband, asha: 1 in this many trials goes on
+    min_early_stopping_rate: int | None = None  # successive halving: moves the first rung to later epochs
+    bootstrap_count: int | None = None  # successive halving: trials a rung needs before it promotes any
     max_paused_gb: float | None = Field(None, description="asha: disk for paused trials' checkpoints (null: no limit)")
 
     #: asha's parameters and defaults (``min_resource``: ``SweepConfig`` makes it freeze_backbone_epochs + 1)
@@ -252,10 +253,49 @@ class ResourcesConfig(_Model):
     """Ray resources one trial takes; fractions share a GPU (0.5 = two trials per GPU). ``gpus_per_trial: auto``
     (the default) is one GPU per trial when the Ray cluster has GPUs, none when it has none. ``cpus_per_trial:
     auto`` (the default) is a GPU node's CPUs per GPU times the trial's GPUs (at least 1), 1 for a trial without
-    a GPU (``hpo.sweep.run.place``); the data loader's workers follow it (``train.num_workers: auto``)."""
+    a GPU (``hpo.sweep.run.place``); the data loader's workers follow it (``train.num_workers: auto``).
 
+    ``ranks_per_trial``: the processes one trial trains on, data-parallel (``trials.distributed``; rank 0 reports,
+    checkpoints and answers the pruner). Default: ``gpus_per_trial`` when that is a whole number above 1 (one
+    rank per GPU, NCCL), else 1; on a cluster without GPUs, N ranks train on CPUs (gloo), the trial's CPUs split
+    among them (``cpus_per_trial: auto`` is then 1 per rank). A value that contradicts ``gpus_per_trial`` is
+    refused."""
+
+    # CPUs per trial; auto: a GPU node's CPUs per GPU x the trial's GPUs, 1 without GPUs
     cpus_per_trial: float | Literal["auto"] = "auto"
+    # GPUs per trial (0.5: two per GPU); auto: 1 when the cluster has GPUs, else 0
     gpus_per_trial: float | Literal["auto"] = "auto"
+    ranks_per_trial: int | None = None  # data-parallel ranks per trial (default: gpus_per_trial when above 1, else 1)
+
+    @property
+    def ranks(self) -> int:
+        """The ranks of one trial (``ranks_per_trial``, or what ``gpus_per_trial`` implies)."""
+        if self.ranks_per_trial is not None:
+            return self.ranks_per_trial
+        gpus = self.gpus_per_trial
+        return int(gpus) if not isinstance(gpus, str) and gpus > 1 else 1
+
+    @field_validator("ranks_per_trial", mode="before")
+    @classmethod
+    def _ranks(cls, v: Any) -> Any:
+        if v is None or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1024):
+            return v
+        raise ValueError(f"must be a whole number of processes, at least 1 (and at most 1024), got {v!r}")
+
+    @model_validator(mode="after")
+    def _ranks_match_gpus(self) -> ResourcesConfig:
+        gpus, ranks = self.gpus_per_trial, self.ranks_per_trial
+        if ranks is None or isinstance(gpus, str) or gpus == 0:
+            return self
+        implied = int(gpus) if gpus >= 1 else 1  # a fraction of a GPU is one rank's share
+        if ranks != implied:
+            raise TrainConfigError(
+                "ranks_per_trial",
+                ranks,
+                f"does not match gpus_per_trial: {gpus:g} (each rank trains on one whole GPU); "
+                f"set it to {implied}, or leave it out",
+            )
+        return self
 
     @field_validator("cpus_per_trial", mode="before")
     @classmethod
@@ -283,22 +323,30 @@ class StorageOptions(_Model):
 class SweepConfig(_Model):
     """A whole sweep: what to search, how to run trials, and the fixed training config."""
 
-    study: StudyConfig = StudyConfig()
-    storage: str | None = None
-    storage_options: StorageOptions = StorageOptions()
-    search_space: dict[str, Any] | None = None
+    study: StudyConfig = StudyConfig()  # the Optuna study: its name, objectives, trial budget and sampler
+    storage: str | None = None  # study storage URL; --storage and $HPO_STORAGE win; default: sqlite:///hpo.db
+    storage_options: StorageOptions = StorageOptions()  # how the sweep lives through database outages
+    search_space: dict[str, Any] | None = None  # what to search (see below); merged over the five defaults
     pruner: PrunerConfig = PrunerConfig()
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     resources: ResourcesConfig = ResourcesConfig()
     parallel: int | None = Field(None, ge=1, le=10_000, description="trials at once; default: what Ray's resources fit")
-    max_failures: int = Field(5, ge=0)
-    retries: int = Field(0, ge=0, le=100)
+    max_failures: int = Field(5, ge=0, description="failed trials a sweep tolerates before it stops launching")
+    # 2: a preempted or lost node (Ray's NodeDiedError) or a dead worker costs a trial nothing but the epochs
+    # since its last checkpoint, as Determined and Ray Tune's FailureConfig on a cluster retry; a trial's own
+    # error (an exception, a non-finite metric, out of GPU memory) is never retried
+    retries: int = Field(
+        2,
+        ge=0,
+        le=100,
+        description="times a trial whose worker, node or driver died runs again, from its last checkpoint",
+    )
     # 20 s: within Kubernetes' default grace period (30 s) with room to stop, tell and shut Ray down; a trial
     # stopped then loses only what it trained since its last checkpoint (train.checkpoint_every_s)
     drain_timeout: float = Field(
         20.0, ge=0, le=86_400, description="seconds running trials may finish after a SIGTERM before they are stopped"
     )
-    output_dir: str = "runs"
+    output_dir: str = "runs"  # trials' checkpoints under <output_dir>/<study>/trial-NNNNN
     tensorboard: bool = False  # per-trial TensorBoard runs under <output_dir>/<study>/tensorboard/
     train: TrainConfig = TrainConfig()
 
@@ -357,6 +405,42 @@ class SweepConfig(_Model):
             raise ValueError(
                 f"pruner.min_resource: must be below train.epochs ({self.train.epochs}), or no trial is ever "
                 f"judged, got {p.min_resource!r}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _batches_split_over_ranks(self) -> SweepConfig:
+        """A data-parallel trial splits its global ``batch_size`` evenly over its ranks (``trials.distributed``):
+        every batch size the sweep can run must be a multiple of the ranks and at least 2 per rank, checked
+        here rather than failing trial by trial."""
+        ranks = self.resources.ranks
+        if ranks <= 1:
+            return self
+        from optuna.distributions import CategoricalDistribution, IntDistribution
+
+        where = "train.batch_size"
+        values: list[Any] = [self.train.batch_size]
+        for param in self.space.params:
+            if param.name != "batch_size":
+                continue
+            d = param.distribution
+            where = "search_space.batch_size"
+            if d is None:
+                values = [param.value]
+            elif isinstance(d, CategoricalDistribution):
+                values = list(d.choices)
+            elif isinstance(d, IntDistribution) and d.step % ranks == 0 and d.low % ranks == 0:
+                values = [d.low]
+            else:
+                raise ValueError(
+                    f"search_space.batch_size: with {ranks} ranks per trial the batch is split evenly over them; "
+                    f"give choices that are multiples of {ranks} (e.g. [32, 64, 128]), got {d!r}"
+                )
+        bad = [v for v in values if not isinstance(v, int) or v % ranks or v < 2 * ranks]
+        if bad:
+            raise ValueError(
+                f"{where}: with {ranks} ranks per trial (resources) a batch is split evenly over them: each must be "
+                f"a multiple of {ranks} and at least {2 * ranks}, got {bad[0]!r}"
             )
         return self
 

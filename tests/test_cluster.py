@@ -142,7 +142,7 @@ def test_a_sweep_spreads_over_both_nodes(tmp_path: Path, cluster: Cluster, pg_ur
 def test_a_node_killed_mid_sweep_fails_its_trials_and_they_retry_on_the_survivor(
     tmp_path: Path, cluster: Cluster, pg_url: str, pretrained: Path
 ) -> None:
-    cfg = _config(tmp_path / "c.yaml", pretrained, n_trials=4, epochs=6, extra="retries: 1\n")
+    cfg = _config(tmp_path / "c.yaml", pretrained, n_trials=4, epochs=6)  # retries: the default (2) retries them
     study = Study(pg_url, "mn")
     sweep = Sweep(cfg, pg_url, tmp_path, "--ray-address", cluster.address)
     try:

@@ -6,7 +6,9 @@ and license are in tests/data/README.md). Then this project's rules: health chec
 on them, no committed secrets, admin ports on loopback only, a worker that scales, the storage URL in
 the environment only, one image built from the Dockerfile, and commands the real ``hpo`` and ``ray``
 CLIs accept. Each rule is a pure function returning its problems, and a table of mutated files shows
-every rule catching what it is there to catch. The two helper scripts in docker/ are run for real.
+every rule catching what it is there to catch. The helper scripts in docker/ are run for real.
+
+None of this starts a container: `make compose-test` (docker/compose_test.sh) does, with a Docker engine.
 """
 
 from __future__ import annotations
@@ -47,13 +49,17 @@ WORKER = "ray-worker"
 SWEEP = "sweep"
 DASHBOARD = "dashboard"
 #: Others wait on these being healthy, so each needs a real health check.
-NEEDS_HEALTHCHECK = (POSTGRES, "ray-head", DASHBOARD)
+NEEDS_HEALTHCHECK = (POSTGRES, "ray-head", DASHBOARD, WORKER)
 #: These open the study storage, so they get $HPO_STORAGE; no other service may.
 STORAGE_CLIENTS = ("storage-init", DASHBOARD, SWEEP)
 #: Programs of the hpo image (a service whose command starts with one of them must run that image).
 HPO_PROGRAMS = ("hpo", "ray", "python")
 #: Where trials write checkpoints: the image's WORKDIR plus the default output_dir "runs".
 RUNS_TARGET = "/work/runs"
+#: Where the sweep service's commands write files that must outlive a `run --rm` container (hpo export -o).
+OUT_TARGET = "/work/out"
+#: The Ray Client address of the cluster's head, which every hpo command in the sweep service must use.
+HEAD_CLIENT = "ray://ray-head:10001"
 #: Where the compose file finds the helper scripts the Dockerfile copies from docker/.
 HELPERS_IN_IMAGE = "/opt/hpo/docker/"
 LOOPBACK = ("127.0.0.1", "::1")
@@ -167,6 +173,12 @@ def referenced_vars(value: Any) -> set[str]:
     return {m["braced"] or m["named"] for m in _VAR.finditer(value) if not m["escaped"]}
 
 
+def default_of(value: str) -> str:
+    """``default`` when ``value`` is exactly ``${VAR:-default}`` (what a fresh machine gets), else ``value``."""
+    m = re.fullmatch(r"\$\{[A-Za-z_][A-Za-z0-9_]*:?-(?P<default>[^}]*)\}", value)
+    return m["default"] if m else value
+
+
 def required_ref(value: str) -> str | None:
     """The variable when ``value`` is exactly ``${VAR:?message}`` (or ``${VAR?message}``), else None."""
     m = re.fullmatch(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*):?\?[^}]*\}", value)
@@ -226,7 +238,8 @@ def volume_mounts(svc: dict[str, Any]) -> list[dict[str, Any]]:
         if isinstance(v, dict):
             mounts.append({"read_only": False, **v})
             continue
-        source, target, mode = [*v.split(":"), "", ""][:3] if ":" in v else ("", v, "")
+        parts = re.split(r":(?![^{]*\})", v)  # not at the ':' of a ${VAR:-default}
+        source, target, mode = [*parts, "", ""][:3] if len(parts) > 1 else ("", v, "")
         kind = "bind" if source.startswith((".", "/", "~", "$")) else "volume"
         mounts.append({"type": kind, "source": source, "target": target, "read_only": "ro" in mode.split(",")})
     return mounts
@@ -384,6 +397,9 @@ def dashboard_problems(c: Compose) -> Problems:
         problems.append(f"{DASHBOARD}: does not run `hpo dashboard`: {args}")
     if "--token" in args:
         problems.append(f"{DASHBOARD}: --token on the command line shows the token in the process list")
+    health = health_commands(svc)
+    if not health or option(health[0], "--bearer-env") != "HPO_DASHBOARD_TOKEN" or "/api/" not in " ".join(health[0]):
+        problems.append(f"{DASHBOARD}: the health check does not ask the API with the token: a 401 or 500 would pass")
     host = option(args, "--host") or "127.0.0.1"
     if host not in ("127.0.0.1", "localhost", "::1"):
         token = environment(svc).get("HPO_DASHBOARD_TOKEN")
@@ -400,7 +416,8 @@ def image_problems(c: Compose) -> Problems:
         commands = all_commands(svc)
         program = commands[0][0] if commands else None
         if name == POSTGRES:
-            if not re.fullmatch(r"postgres:\d+(\.\d+)?(-[a-z0-9]+)?", str(svc.get("image"))):
+            image = default_of(str(svc.get("image")))
+            if not re.fullmatch(r"postgres:\d+(\.\d+)?(-[a-z0-9]+)?", image):
                 problems.append(f"{POSTGRES}: image {svc.get('image')!r} does not pin a PostgreSQL major version")
             continue
         if program not in HPO_PROGRAMS:
@@ -427,18 +444,24 @@ def sweep_problems(c: Compose) -> Problems:
     args = argv(sweep.get("command"))
     if args[:2] != ["hpo", "sweep"] or len(args) < 3:
         return [*problems, f"{SWEEP}: does not run `hpo sweep CONFIG`: {args}"]
-    if not option(args, "--ray-address"):
-        problems.append(f"{SWEEP}: no --ray-address, so it would start a Ray of its own")
+    address = environment(sweep).get("RAY_ADDRESS")
+    if address != HEAD_CLIENT:
+        problems.append(f"{SWEEP}: RAY_ADDRESS is {address!r}, not {HEAD_CLIENT}: hpo there would start its own Ray")
+    if option(args, "--ray-address") not in (None, HEAD_CLIENT):
+        problems.append(f"{SWEEP}: --ray-address {option(args, '--ray-address')} is not the head, {HEAD_CLIENT}")
     mounts = {m["target"]: m for m in volume_mounts(sweep)}
     config = mounts.get(args[2])
     if config is None or not config.get("read_only"):
         problems.append(f"{SWEEP}: the config {args[2]} is not mounted read-only")
+    out = mounts.get(OUT_TARGET)
+    if out is None or out.get("read_only"):
+        problems.append(f"{SWEEP}: no writable mount at {OUT_TARGET}: what hpo export writes dies with the container")
     runs = mounts.get(RUNS_TARGET)
     worker_runs = {m["target"]: m for m in volume_mounts(worker)}.get(RUNS_TARGET)
     if not runs or not worker_runs or runs["type"] != "volume" or runs.get("source") != worker_runs.get("source"):
         problems.append(f"{SWEEP} and {WORKER}: no shared named volume at {RUNS_TARGET} for the checkpoints")
     waits = sweep.get("depends_on") or {}
-    for needed in (POSTGRES, "ray-head"):
+    for needed in (POSTGRES, "ray-head", WORKER):  # without a worker, a sweep finds no CPUs to place trials on
         if (waits.get(needed) or {}).get("condition") != "service_healthy":
             problems.append(f"{SWEEP}: does not wait for {needed} to be healthy")
     return problems
@@ -521,7 +544,11 @@ def dockerfile_problems(text: str, torch_requirement: str, compose: Compose) -> 
     )
     if not installed:
         problems.append("Dockerfile: the project is never pip-installed from its source (COPY . then pip install .)")
-    uses_client = any("ray://" in a for s in services(compose).values() for args in all_commands(s) for a in args)
+    uses_client = any(
+        "ray://" in a
+        for s in services(compose).values()
+        for a in [*(a for args in all_commands(s) for a in args), *environment(s).values()]
+    )
     ray_extras = set()
     for req in re.findall(r"""["']?(ray\[[^\]]*\][^"'\s]*)""", runs):
         ray_extras |= Requirement(req.replace("${RAY_VERSION}", "0")).extras
@@ -697,15 +724,55 @@ def test_dockerignore() -> None:
     assert dockerignore_problems(DOCKERIGNORE.read_text()) == []
 
 
+def test_compose_builds_from_the_dockerfiles_public_base_by_default(compose) -> None:
+    """HPO_BASE_IMAGE unset, compose passes the Dockerfile's own default: one public base, named twice."""
+    dockerfile_default = dict(
+        rest.partition("=")[::2] for word, rest in parse_dockerfile(DOCKERFILE.read_text()) if word == "ARG"
+    )["BASE_IMAGE"]
+    for name, svc in services(compose).items():
+        if name != POSTGRES:
+            arg = svc["build"]["args"]["BASE_IMAGE"]
+            assert arg == "${HPO_BASE_IMAGE:-" + dockerfile_default + "}", name
+    values, _ = parse_env_file(ENV_EXAMPLE.read_text())
+    assert values["HPO_BASE_IMAGE"] == dockerfile_default
+    assert values["HPO_POSTGRES_IMAGE"] == default_of(compose["services"][POSTGRES]["image"])
+
+
+def test_env_example_config_exists_and_names_the_study_the_readme_uses(compose, example_env) -> None:
+    """The sweep's config mount needs an existing file (compose refuses a missing bind source), and the
+    walkthrough's `hpo status --study NAME` must name the study that config makes."""
+    resolved = interpolate(compose, example_env)
+    config = next(m for m in volume_mounts(resolved["services"][SWEEP]) if m["target"].endswith(".yaml"))
+    assert (REPO / config["source"]).is_file(), config
+    study = Path(config["target"]).stem
+    assert f"--study {study}" in (REPO / "README.md").read_text()
+
+
+def test_compose_test_script_and_config() -> None:
+    """make compose-test's script parses, and its sweep config validates with the real CLI."""
+    proc = subprocess.run(["bash", "-n", str(REPO / "docker" / "compose_test.sh")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run(
+        [str(BIN / "hpo"), "validate", str(REPO / "docker" / "compose_test.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **CLI_ENV},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def committed_files() -> list[Path]:
     """The files this feature commits, which must carry no secret."""
-    files = [COMPOSE_FILE, DOCKERFILE, ENV_EXAMPLE, DOCKERIGNORE, *sorted((REPO / "docker").glob("*"))]
+    files = [COMPOSE_FILE, DOCKERFILE, ENV_EXAMPLE, DOCKERIGNORE]
+    files += sorted(f for f in (REPO / "docker").rglob("*") if f.is_file() and "__pycache__" not in f.parts)
     return files + sorted((REPO / "storage" / "init").glob("*"))
 
 
 def literal_secrets(name: str, text: str) -> Problems:
     """Literal secrets in a file's text: ``KEY=value`` or ``KEY: value`` with a secret's name, or a URL password.
-    ``${VAR}`` references, ``$$`` escapes, ``<placeholders>`` and comment lines are not secrets."""
+    ``${VAR}`` references, ``$$`` escapes, shell ``$VAR`` and ``$(command)``, ``<placeholders>`` and comment
+    lines are not secrets; in Python only a quoted value is (``token: str`` is an annotation)."""
     assignment = re.compile(r"(?P<key>\w*(PASSWORD|TOKEN|SECRET)\w*)\s*[:=]\s*(?P<value>[^\s#]+)", re.IGNORECASE)
     found = []
     for n, line in enumerate(text.splitlines(), 1):
@@ -713,8 +780,10 @@ def literal_secrets(name: str, text: str) -> Problems:
             continue
         line = re.sub(r"\$\{[^}]*\}", "${}", line)  # a reference names a secret; it is not one
         for m in assignment.finditer(line):
+            if name.endswith(".py") and not m["value"].startswith(("'", '"')):
+                continue
             value = m["value"].strip("'\",")
-            if value and not value.startswith(("${", "$$", "<")) and not re.fullmatch(r"\W*", value):
+            if value and not value.startswith(("$", "<")) and not re.fullmatch(r"\W*", value):
                 found.append(f"{name}:{n}: {m['key']}={value}")
         for m in re.finditer(r"://[^/\s:@]*:(?P<password>[^@\s]*)@", line):
             if not m["password"].startswith("${"):
@@ -734,8 +803,10 @@ def test_no_committed_file_carries_a_secret() -> None:
         (COMPOSE_FILE, "HPO_DASHBOARD_TOKEN: ${HPO_DASHBOARD_TOKEN:?", "HPO_DASHBOARD_TOKEN: abc123 #${x:?"),
         (ENV_EXAMPLE, "RAY_AUTH_TOKEN=\n", "RAY_AUTH_TOKEN=0123abcd\n"),
         (DOCKERFILE, "ARG HPO_UID=1000", "ENV POSTGRES_PASSWORD=hunter2"),
+        (REPO / "docker" / "compose_test.sh", "RAY_AUTH_TOKEN=$(secret)", "RAY_AUTH_TOKEN=0123abcd"),
+        (REPO / "docker" / "compose_probe.py", 'BEARER_FROM = "HPO_DASHBOARD_TOKEN"', 'TOKEN = "0123abcd"'),
     ],
-    ids=["url password", "dashboard token", "ray token in .env.example", "Dockerfile ENV"],
+    ids=["url password", "dashboard token", "ray token in .env.example", "Dockerfile ENV", "script", "python"],
 )
 def test_literal_secrets_are_found(path, old, new) -> None:
     text = path.read_text()
@@ -785,7 +856,7 @@ COMPOSE_MUTATIONS = [
     ),
     (
         "waits on a service without a healthcheck",
-        _set("services.ray-worker.depends_on", {"ray-worker": {"condition": "service_healthy"}}),
+        _set("services.ray-worker.depends_on", {"storage-init": {"condition": "service_healthy"}}),
         depends_on_problems,
         "has no health check",
     ),
@@ -877,11 +948,45 @@ COMPOSE_MUTATIONS = [
     ("sweep without a profile", _set("services.sweep.profiles", None), sweep_problems, "profile"),
     ("config mounted writable", _set("services.sweep.volumes.0.read_only", False), sweep_problems, "read-only"),
     ("no shared checkpoints", _set("services.ray-worker.volumes.0", "other:/work/runs"), sweep_problems, "shared"),
+    ("sweep on a local Ray", _set("services.sweep.environment.RAY_ADDRESS", None), sweep_problems, "its own Ray"),
     (
-        "sweep on a local Ray",
-        _set("services.sweep.command", ["hpo", "sweep", "/work/config.yaml"]),
+        "sweep elsewhere than the head",
+        _set(
+            "services.sweep.command", ["hpo", "sweep", "/work/${HPO_STUDY:-quickstart}.yaml", "--ray-address", "auto"]
+        ),
         sweep_problems,
-        "own",
+        "not the head",
+    ),
+    ("sweep not waiting for workers", _set("services.sweep.depends_on.ray-worker", None), sweep_problems, "ray-worker"),
+    (
+        "export lost with the container",
+        _set("services.sweep.volumes.1", "runs:/work/runs2"),
+        sweep_problems,
+        "/work/out",
+    ),
+    (
+        "export folder read-only",
+        _set("services.sweep.volumes.1", "${HPO_OUT_DIR:-./out}:/work/out:ro"),
+        sweep_problems,
+        "/work/out",
+    ),
+    (
+        "worker without a health check",
+        _set("services.ray-worker.healthcheck", None),
+        healthcheck_problems,
+        "ray-worker",
+    ),
+    (
+        "dashboard healthy on any answer",
+        _set("services.dashboard.healthcheck.test", ["CMD", "python", "/opt/hpo/docker/healthcheck.py", "http://h/"]),
+        dashboard_problems,
+        "401 or 500",
+    ),
+    (
+        "postgres unpinned through a variable",
+        _set("services.postgres.image", "${HPO_POSTGRES_IMAGE:-postgres:latest}"),
+        image_problems,
+        "pin",
     ),
     ("undeclared volume", _set("volumes.runs", None), volume_problems, "not declared"),
 ]
@@ -1037,24 +1142,35 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def http_401() -> Iterator[int]:
-    """A server on loopback that answers every request 401, like the dashboard without its token."""
-    with http_server(lambda path: 401) as port:
+def http_status() -> Iterator[int]:
+    """A server on loopback answering the status its path names: /200, /401 (the dashboard without its
+    token), /500 (a dashboard that cannot read its database)."""
+    with http_server(lambda path: int(path.strip("/"))) as port:
         yield port
 
 
-def test_healthcheck_probe(http_401: int, tmp_path: Path) -> None:
+def test_healthcheck_probe(http_status: int, tmp_path: Path) -> None:
     closed = _free_port()
+    server = f"http://127.0.0.1:{http_status}"
+    token = ["--bearer-env", "PROBE_TOKEN"]
     cases = [
-        (f"http://127.0.0.1:{http_401}/", 0),  # a 401 is an answer: the server is up
-        (f"tcp://127.0.0.1:{http_401}", 0),
-        (f"http://127.0.0.1:{closed}/", 1),
-        (f"tcp://127.0.0.1:{closed}", 1),
-        ("ftp://127.0.0.1/", 2),
+        ([f"{server}/200"], 0),
+        ([f"{server}/401"], 0),  # no token sent: a refusal is an answer, the server is up
+        ([f"{server}/500"], 1),  # up but broken: never healthy
+        ([f"{server}/200", *token], 0),
+        ([f"{server}/401", *token], 1),  # the token was sent and refused
+        ([f"{server}/500", *token], 1),
+        ([f"tcp://127.0.0.1:{http_status}"], 0),
+        ([f"http://127.0.0.1:{closed}/"], 1),
+        ([f"tcp://127.0.0.1:{closed}"], 1),
+        (["ftp://127.0.0.1/"], 2),
+        ([f"{server}/200", "--bearer-env", "UNSET_PROBE_TOKEN"], 2),
+        ([f"{server}/200", "--token", "x"], 2),
     ]
-    for target, code in cases:
-        proc = _run_script("healthcheck.py", target, env={}, cwd=tmp_path)
-        assert proc.returncode == code, (target, proc.stderr)
+    for args, code in cases:
+        proc = _run_script("healthcheck.py", *args, env={"PROBE_TOKEN": "Pl4nted-T0ken"}, cwd=tmp_path)
+        assert proc.returncode == code, (args, proc.stderr)
+        assert "Pl4nted-T0ken" not in proc.stdout + proc.stderr
 
 
 class _ComposeOverrideLoader(yaml.SafeLoader):

@@ -42,9 +42,7 @@ def snapshot(url: str, name: str) -> dict[str, Any]:
     study = optuna.load_study(study_name=name, storage=url)
     system = dict(study._storage.get_study_system_attrs(study._study_id))
     held = system.pop(lease.KEY, None)
-    trials = [
-        (t.number, t.state.name, t.params, t.values, t.user_attrs, t.system_attrs) for t in study.get_trials()
-    ]
+    trials = [(t.number, t.state.name, t.params, t.values, t.user_attrs, t.system_attrs) for t in study.get_trials()]
     return {"user": study.user_attrs, "system": system, "held": bool(held), "trials": trials}
 
 

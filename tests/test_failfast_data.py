@@ -105,9 +105,10 @@ def test_validate_with_uncached_weights_offline_exits_2_with_one_line(tmp_path: 
     assert r.returncode == 2, r.stdout + r.stderr
     cached = torch_home / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
     assert r.stderr.startswith(
-        f"error: train: weights: IMAGENET1K_V1 for resnet18 is not cached at {cached} and cannot be downloaded ("
+        f"error: train.weights: IMAGENET1K_V1 for resnet18 is not cached at {cached} and cannot be downloaded ("
     ), r.stderr
-    assert r.stderr.rstrip().endswith(f"place the file from {url} there or set weights to a local .pt file")
+    assert f"place the file from {url} there" in r.stderr
+    assert r.stderr.rstrip().endswith("or weights: null to train from random initialisation")
     assert len(r.stderr.strip().splitlines()) == 1 and r.stdout == ""
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"validate only looks for the file")

@@ -127,7 +127,7 @@ def test_timm_default_weights_load_from_the_hub_cache_only(tmp_path: Path) -> No
         ("tests.usermodels:NOT_CALLABLE", None, "is not callable"),
         ("bad name:x y", None, "package.module:function"),
         (TIMM, "IMAGENET1K_V1", "weights: a timm model takes DEFAULT"),
-        (USER, "DEFAULT", "weights: a user function's model takes a local weights file or null"),
+        (USER, "IMAGENET1K_V1", "weights: a user function's model takes DEFAULT"),  # DEFAULT: what it returns
     ],
 )
 def test_bad_models_fail_in_one_line_before_training(name: str, weights: str | None, message: str) -> None:

@@ -75,17 +75,21 @@ class DatasetConfig:
 
     __pydantic_config__ = _PYDANTIC
 
+    # digits (scikit-learn's, offline), imagefolder (path/<class>/*.jpg) or a torchvision dataset by name
     type: DatasetType = "digits"
+    # imagefolder: the root (its val/ and test/ folders are used when present); torchvision: the data root
     path: str | None = None
-    name: str | None = None
+    name: str | None = None  # torchvision: the dataset class, e.g. CIFAR10
+    # fraction of what the test split leaves held out for validation (default 0.2 without a val set)
     val_split: float | None = None
-    test_split: float | None = None
-    split_seed: int = 0
-    download: bool = False
-    classes: tuple[int | str, ...] | None = None
+    test_split: float | None = None  # fraction of each class held out first as test (default 0.2 without a test set)
+    split_seed: int = 0  # seed of the train/val/test split and of max_*_samples (stratified by class)
+    download: bool = False  # torchvision: download the dataset when missing (needs network)
+    classes: tuple[int | str, ...] | None = None  # keep only these classes (indices or folder names), relabelled 0..K-1
+    # keep at most this many training images (stratified): few-shot, or a quick sweep
     max_train_samples: int | None = None
-    max_val_samples: int | None = None
-    on_bad_image: OnBadImage = "error"
+    max_val_samples: int | None = None  # keep at most this many validation images
+    on_bad_image: OnBadImage = "error"  # an unreadable image: error stops at once; skip drops it and says how many
 
     def __post_init__(self) -> None:
         p = "dataset."
@@ -137,8 +141,8 @@ class EarlyStoppingConfig:
 
     __pydantic_config__ = _PYDANTIC
 
-    patience: int | None = 3
-    min_delta: float = 0.0
+    patience: int | None = 3  # epochs without an improvement of min_delta before a trial stops; null: off
+    min_delta: float = 0.0  # smallest change of the metric that counts as an improvement
 
     def __post_init__(self) -> None:
         if self.patience is not None:
@@ -157,27 +161,30 @@ class TrainConfig:
 
     __pydantic_config__ = _PYDANTIC
 
-    model: str = "resnet18"
-    weights: str | None = None  # torchvision weights name (IMAGENET1K_V1, DEFAULT), a checkpoint path, or null
+    model: str = "resnet18"  # torchvision name (resnet18), timm/<name>, or package.module:function
+    # DEFAULT: the model's pretrained weights (torchvision's DEFAULT; timm's for timm/<name>; a user function's
+    # module as it returns it), read from the torch hub cache offline. Or a weights name (IMAGENET1K_V1), a local
+    # file (.pt/.pth/.safetensors, a checkpoint), or null: random initialisation.
+    weights: str | None = "DEFAULT"
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     image_size: int | None = None  # null: 32 for digits (their native size after upscaling), else 224
-    epochs: int = 10
+    epochs: int = 10  # epochs per trial (the pruner's steps); early stopping may end it sooner
     lr: float = 1e-3
     batch_size: int = 64
     dropout: float = 0.2
     weight_decay: float = 1e-4
     aug_strength: float = 0.5
-    optimizer: OptimizerName = "adamw"
+    optimizer: OptimizerName = "adamw"  # adamw, or sgd (Nesterov momentum: train.momentum)
     momentum: float = 0.9  # sgd only
-    scheduler: SchedulerName = "cosine"
-    warmup_epochs: int = 0
-    label_smoothing: float = 0.0
-    freeze_backbone_epochs: int = 0
-    backbone_lr_mult: float = 1.0
+    scheduler: SchedulerName = "cosine"  # cosine decay to 0 over the epochs (after warm-up), or none
+    warmup_epochs: int = 0  # epochs of linear lr warm-up
+    label_smoothing: float = 0.0  # cross-entropy label smoothing
+    freeze_backbone_epochs: int = 0  # first epochs train the new head alone, backbone frozen
+    backbone_lr_mult: float = 1.0  # the backbone's lr is lr times this (the head's is lr)
     metric: MetricName = "val_acc"
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
-    seed: int = 0
-    device: DeviceName = "auto"
+    seed: int = 0  # training seed (init of the head, shuffling, augmentation)
+    device: DeviceName = "auto"  # auto: cuda when the trial has a GPU, else cpu
     num_workers: NumWorkers = "auto"  # DataLoader workers; auto follows the trial CPUs (data.resolve_num_workers)
     amp: AmpMode = "auto"  # mixed precision on CUDA (AmpMode); ignored on CPU
     latency_batch: int = 0  # > 0: measure latency_ms, the median forward time of a batch this size, after training

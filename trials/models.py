@@ -29,6 +29,10 @@ from trials import custom_models
 from trials.checkpoint import load_file, state_dict_from
 from trials.errors import ModelError, one_line
 
+#: ``train.weights``' default: the model's pretrained weights (torchvision's ``DEFAULT``, timm's for the name; a
+#: user function's module as the function returns it).
+DEFAULT_WEIGHTS = "DEFAULT"
+
 MODEL_NAMES: tuple[str, ...] = (
     "resnet18",
     "resnet34",
@@ -92,10 +96,14 @@ def check_weights(name: str, weights: str | None, *, probe: Callable[[str], str 
 
     An enum name whose file is not cached costs one HEAD request to the weights' URL, through ``probe``
     (default ``probe_url``: ``None`` when reachable, else the reason), bounded to a few seconds; offline
-    that is a ModelError here instead of a failed download on every trial.
+    that is a ModelError here, one line saying where to place the file, instead of a failed download on every
+    trial. ``DEFAULT`` (the config's default) of a user function is the module the function returns: nothing
+    to find.
     """
     check_model_name(name)
     if weights is None:
+        return
+    if weights == DEFAULT_WEIGHTS and custom_models.is_user_function(name):
         return
     if is_local_path(weights):
         path = Path(weights).expanduser()
@@ -106,16 +114,21 @@ def check_weights(name: str, weights: str | None, *, probe: Callable[[str], str 
         custom_models.check_timm_weights(name, weights)
         return
     if custom_models.is_user_function(name):
-        raise ModelError(f"weights: a user function's model takes a local weights file or null, got {weights!r}")
+        raise ModelError(
+            f"weights: a user function's model takes DEFAULT (the module as it returns it), a local weights file "
+            f"or null, got {weights!r}"
+        )
     url = _weights_enum(name, weights).url
     cached = cached_weights_path(url)
     if cached.is_file():
         return
     why = (probe or probe_url)(url)
     if why is not None:
+        shown = f"{weights} (pretrained, the default)" if weights == DEFAULT_WEIGHTS else weights
         raise ModelError(
-            f"weights: {weights} for {name} is not cached at {cached} and cannot be downloaded ({why}); "
-            f"place the file from {url} there or set weights to a local .pt file"
+            f"weights: {shown} for {name} is not cached at {cached} and cannot be downloaded ({why}); "
+            f"place the file from {url} there (torch hub's cache: $TORCH_HOME/hub/checkpoints), or set "
+            f"weights: /path/to/file.pt, or weights: null to train from random initialisation"
         )
 
 
@@ -193,7 +206,8 @@ def build_model(name: str, num_classes: int, *, dropout: float, weights: str | N
     (``DEFAULT``, ``IMAGENET1K_V1``...), downloaded into (or read from) the torch hub cache; or a local
     file: a raw state dict, an ``hpo-model/1`` file, a trial ``checkpoint.pt`` (or a ``.safetensors``
     file). From a file every key of the old head is dropped (the head is always new) and all other keys must
-    match. A timm model takes ``DEFAULT`` (timm's cached pretrained weights) too; a user function, files only.
+    match. A timm model takes ``DEFAULT`` (timm's cached pretrained weights) too; a user function a file, or
+    ``DEFAULT``/None: the module as the function returns it.
     """
     check_model_name(name)
     if num_classes < 1:
@@ -203,7 +217,7 @@ def build_model(name: str, num_classes: int, *, dropout: float, weights: str | N
         if weights is not None and not from_file:
             check_weights(name, weights)
         if custom_models.is_timm(name):
-            model = custom_models.build_timm(name, num_classes, dropout=dropout, pretrained=weights == "DEFAULT")
+            model = custom_models.build_timm(name, num_classes, dropout=dropout, pretrained=weights == DEFAULT_WEIGHTS)
         else:
             model = custom_models.build_user(name, num_classes, dropout=dropout)
         if from_file:
@@ -227,7 +241,7 @@ def _pretrained(name: str, weights: str) -> nn.Module:
     except OSError as e:  # URLError is an OSError: no network, DNS, proxy, read-only cache...
         raise ModelError(
             f"weights {name}/{chosen.name}: download failed ({one_line(e)}); offline? "
-            f"place the file from {chosen.url} at {cached}"
+            f"place the file from {chosen.url} at {cached}, or set weights: null to train from random initialisation"
         ) from e
     except RuntimeError as e:  # a truncated or corrupt file in the cache
         raise ModelError(

@@ -4,7 +4,8 @@
 (stopping at the first image of each class), names looked up, and torchvision weights that are not in
 the torch hub cache cost one HEAD request to their URL. It raises the same ModelError / DataError that
 training itself would, so a typo or a missing download fails in seconds instead of on every worker
-after the data has loaded.
+after the data has loaded. ``train.weights`` defaults to the model's pretrained weights (``DEFAULT``), so
+offline a config that does not name its weights passes only once their file is in the torch hub cache.
 
 ``find_unreadable`` is the deep check (``hpo validate --deep``): it decodes every image of an image
 folder, as slow as reading the dataset once.
@@ -47,6 +48,6 @@ def check_models(config: TrainConfig, models: Iterable[str]) -> None:
 
 
 def field_message(error: Exception, section: str = "train") -> str:
-    """``train.model: ...`` for an error about the model field, else ``train: ...`` (one line)."""
+    """``train.model: ...`` or ``train.weights: ...`` for an error about that field, else ``train: ...`` (one line)."""
     text = str(error)
-    return f"{section}.{text}" if text.startswith("model: ") else f"{section}: {text}"
+    return f"{section}.{text}" if text.startswith(("model: ", "weights: ")) else f"{section}: {text}"

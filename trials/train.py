@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from trials import early_stopping
+from trials import distributed, early_stopping
 from trials.checkpoint import (
     CHECKPOINT_FORMAT,
     atomic_save,
@@ -272,10 +272,11 @@ def make_loaders(
     *,
     pin_memory: bool,
     cpus: int | None = None,
+    group: distributed.Group | None = None,
 ) -> tuple[ImageLoader, ImageLoader]:
     """Shuffled train loader drawing from ``generator`` (so the order is reproducible) and a val loader, with
     ``config.num_workers`` worker processes (``auto``: from ``cpus``, the trial's CPUs; see
-    ``trials.data.resolve_num_workers``).
+    ``trials.data.resolve_num_workers``). With a ``group``, this rank's share of each (``trials.distributed``).
 
     An unreadable image raises DataError naming the file, even when a worker process decoded it."""
     workers = resolve_num_workers(config.num_workers, train, cpus)
@@ -287,10 +288,30 @@ def make_loaders(
     }
     # A last batch of one sample would crash BatchNorm in train mode; drop only that case.
     n_train = len(train)  # type: ignore[arg-type]  # map-style datasets are sized
+    if group is not None:
+        return _rank_loaders(train, val, config, generator, group, common)
     train_loader = ImageLoader(
         train, shuffle=True, generator=generator, drop_last=n_train % config.batch_size == 1, **common
     )
     return train_loader, ImageLoader(val, shuffle=False, **common)
+
+
+def _rank_loaders(
+    train: Dataset[Any],
+    val: Dataset[Any],
+    config: TrainConfig,
+    generator: torch.Generator,
+    group: distributed.Group,
+    common: dict[str, Any],
+) -> tuple[ImageLoader, ImageLoader]:
+    n_train, n_val = len(train), len(val)  # type: ignore[arg-type]
+    order = torch.utils.data.RandomSampler(train, generator=generator)  # type: ignore[arg-type]  # sized
+    batches = distributed.ShardedBatches(order, n_train, config.batch_size, group)
+    per_rank = {k: v for k, v in common.items() if k != "batch_size"}
+    train_loader = ImageLoader(train, batch_sampler=batches, generator=generator, **per_rank)
+    mine = distributed.val_indices(n_val, group)
+    val_batch = max(1, config.batch_size // group.world)
+    return train_loader, ImageLoader(val, sampler=mine, **{**common, "batch_size": val_batch})
 
 
 def _seed_everything(seed: int) -> None:
@@ -457,6 +478,7 @@ def fit(
     *,
     num_threads: int | None = None,
     log: Callable[[str], None] | None = None,
+    group: distributed.Group | None = None,
 ) -> FitResult:
     """Fine-tune ``config.model`` on ``config.dataset`` for up to ``config.epochs`` epochs.
 
@@ -477,18 +499,39 @@ def fit(
     ``optimizer.step()``), ``train_s`` and ``eval_s`` (whole epochs' training and validation passes), of which
     ``train_data_s`` and ``eval_data_s`` waited for batches (the rest is steps: forward, backward, optimizer;
     val forward passes), ``checkpoint_s``, ``report_s`` (inside the reporter), ``total_s``.
+
+    With a ``group``, this process is one rank of a data-parallel run (``trials.distributed``: ``batch_size``
+    is the global batch; rank 0 alone calls ``reporter`` and writes checkpoints; every rank ends the same way).
     """
+    if group is None:
+        return _fit(config, reporter, checkpoint_dir, num_threads, log, None)
+    with distributed.joined(group, resolve_device(config.device)):
+        return _fit(config, reporter, checkpoint_dir, num_threads, log, group)
+
+
+def _fit(
+    config: TrainConfig,
+    reporter: Reporter | None,
+    checkpoint_dir: str | Path | None,
+    num_threads: int | None,
+    log: Callable[[str], None] | None,
+    group: distributed.Group | None,
+) -> FitResult:
     t_start = time.perf_counter()
     log = log or _log.info
     timings: dict[str, float] = {"train_s": 0.0, "eval_s": 0.0, "checkpoint_s": 0.0, "report_s": 0.0}
-    parts = _build_parts(config, num_threads, timings)
+    parts = _build_parts(config, num_threads, timings, group)
     ckpt_path = Path(checkpoint_dir).expanduser() / CHECKPOINT_NAME if checkpoint_dir is not None else None
     resumed = (
         _resume(ckpt_path, config, parts.model, parts.optimizer, parts.scheduler, parts.generator, log)
         if ckpt_path
         else None
     )
-    fitting = _Fitting(config, parts, resumed or _Run(), reporter, ckpt_path, log, timings, t_start)
+    run = resumed or _Run()
+    if group is not None:
+        distributed.agree(len(run.history), "the epochs restored from the checkpoint", group, parts.device)
+        reporter = distributed.shared_answers(reporter, group, parts.device)
+    fitting = _Fitting(config, parts, run, reporter, ckpt_path, log, timings, t_start)
     replayed = fitting.replay()
     return replayed if replayed is not None else fitting.train()
 
@@ -511,17 +554,28 @@ class _Parts:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     train_loss_fn: nn.Module
     eval_loss_fn: nn.Module
+    group: distributed.Group | None = None  # a data-parallel run: this rank's place in it
+    train_model: nn.Module | None = None  # what trains: ``model`` in DistributedDataParallel for a group
+    val_count: int = 0  # a group's rank: the validation samples it evaluates
 
     @property
     def on_cuda(self) -> bool:
         return self.device.type == "cuda"
 
+    @property
+    def writes(self) -> bool:
+        """Whether this process writes the run's checkpoints (rank 0 of a group, or the only process)."""
+        return self.group is None or self.group.leader
 
-def _build_parts(config: TrainConfig, num_threads: int | None, timings: dict[str, float]) -> _Parts:
+
+def _build_parts(
+    config: TrainConfig, num_threads: int | None, timings: dict[str, float], group: distributed.Group | None = None
+) -> _Parts:
     """Device, data, model, loaders, optimizer and schedule for ``fit``; records ``dataset_s`` and ``model_s``.
 
     The order is part of the result: the global seed first, then the model's initial weights, then the
-    loader's own generator, so the same config draws the same numbers."""
+    loader's own generator, so the same config draws the same numbers. Rank 0 of a ``group`` draws what one
+    process draws; the other ranks reseed after the model (their dropout and augmentation differ from it)."""
     device = resolve_device(config.device)
     on_cuda = device.type == "cuda"
     if not on_cuda and num_threads:
@@ -541,10 +595,15 @@ def _build_parts(config: TrainConfig, num_threads: int | None, timings: dict[str
     amp_dtype = amp_dtype_on(config.amp, device)
     backbone, head = split_parameters(model)
     backbone_bn = [m for m in backbone_modules(model) if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    train_model = model
+    if group is not None:
+        if group.rank:
+            _seed_everything(config.seed + 7919 * group.rank)
+        train_model = distributed.wrap(model, device, unused_parameters=config.freeze_backbone_epochs > 0)
     generator = torch.Generator()
     generator.manual_seed(config.seed)
     train_loader, val_loader = make_loaders(
-        data.train, data.val, config, generator, pin_memory=on_cuda, cpus=num_threads
+        data.train, data.val, config, generator, pin_memory=on_cuda, cpus=num_threads, group=group
     )
     timed_train, timed_val = _TimedBatches(train_loader), _TimedBatches(val_loader)
     optimizer = build_optimizer(config, backbone, head)
@@ -564,6 +623,9 @@ def _build_parts(config: TrainConfig, num_threads: int | None, timings: dict[str
         scheduler=scheduler,
         train_loss_fn=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
         eval_loss_fn=nn.CrossEntropyLoss(),
+        group=group,
+        train_model=train_model,
+        val_count=len(distributed.val_indices(len(data.val), group)) if group else 0,  # type: ignore[arg-type]
     )
 
 
@@ -695,7 +757,7 @@ class _Fitting:
         _set_trainable(parts.backbone, not frozen)
         t0 = time.perf_counter()
         trained = train_one_epoch(
-            parts.model,
+            parts.train_model or parts.model,
             parts.timed_train,
             parts.optimizer,
             parts.scheduler,
@@ -717,6 +779,9 @@ class _Fitting:
             amp_dtype=parts.amp_dtype,
             channels_last=parts.on_cuda,
         )
+        if parts.group is not None:  # every rank's samples: the one-process definitions
+            trained = distributed.reduce_train(trained, parts.device)
+            metrics = distributed.reduce_eval(metrics, parts.val_count, parts.device)
         t2 = time.perf_counter()
         self.timings["train_s"] += t1 - t0
         self.timings["eval_s"] += t2 - t1
@@ -752,8 +817,8 @@ class _Fitting:
         self.save(t_eval_end)
 
     def save(self, t_eval_end: float) -> None:
-        """Save a checkpoint of the run as it is now (when there is a folder)."""
-        if self.ckpt_path is None:
+        """Save a checkpoint of the run as it is now (when there is a folder and this process writes it)."""
+        if self.ckpt_path is None or not self.parts.writes:
             return
         parts = self.parts
         _save_checkpoint(

@@ -16,12 +16,15 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import ray
 
 from trials.paths import CHECKPOINT_NAME
 from trials.reporting import Reporter
+
+if TYPE_CHECKING:
+    from hpo.cluster.ranks import RankShape
 
 
 class Workload(Protocol):
@@ -44,7 +47,12 @@ def train_workload(
     from trials.train import fit
 
     result = fit(TrainConfig.from_dict(config), reporter, checkpoint_dir, num_threads=num_threads)
-    summary = result.summary()
+    return finished_summary(result, checkpoint_dir)
+
+
+def finished_summary(result: Any, checkpoint_dir: str) -> dict[str, Any]:
+    """A ``trials.train.FitResult``'s summary, its checkpoint deleted unless the run was paused."""
+    summary: dict[str, Any] = result.summary()
     if result.status != "paused":  # a paused trial resumes from it (asha); the coordinator deletes it if not
         # a finished trial never resumes; its epoch checkpoint (a full model) is only disk to reclaim
         Path(checkpoint_dir, CHECKPOINT_NAME).unlink(missing_ok=True)
@@ -62,6 +70,9 @@ class TrialRun:
     num_threads: int | None = None
     tensorboard_dir: str | None = None
     submitted_at: float | None = None  # time.time() at submission
+    #: a data-parallel trial (``train_workload`` only): its ranks, and the placement group that holds them
+    ranks: RankShape | None = None
+    placement_group: Any = None
 
 
 class GpuOutOfMemory(RuntimeError):
@@ -108,7 +119,12 @@ def run_trial(run: TrialRun, coordinator: Any, workload: Workload) -> dict[str, 
     oom: str | None = None
     try:
         try:
-            summary = workload(run.config, reporter, run.checkpoint_dir, num_threads=run.num_threads)
+            if run.ranks is not None:
+                from hpo.cluster.ranks import train_ranks
+
+                summary = train_ranks(run, reporter)
+            else:
+                summary = workload(run.config, reporter, run.checkpoint_dir, num_threads=run.num_threads)
         except Exception as e:
             if not _is_cuda_oom(e):
                 raise

@@ -60,6 +60,9 @@ class CoordinatorActor:
     def heartbeat(self) -> bool:
         return self._c.heartbeat()
 
+    def stop_request(self) -> dict[str, Any] | None:
+        return self._c.stop_request()
+
     def live(self) -> list[dict[str, Any]]:
         return self._c.live()
 

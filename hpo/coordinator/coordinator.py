@@ -540,6 +540,21 @@ class Coordinator:
             self._keeper.check()
         return True
 
+    def stop_request(self) -> dict[str, Any] | None:
+        """``hpo stop``'s request to this sweep (``hpo.sweep.stop``), or None: one small read, polled at the
+        lease's heartbeat. A request left for an earlier sweep (another lease owner) is cleared here."""
+        from hpo.sweep.stop import STOP_KEY, is_request_for
+
+        storage, sid = self._study._storage, self._study._study_id
+        value = self._retry(lambda: reads.study_system_attr(storage, sid, STOP_KEY))
+        if value is None:
+            return None
+        if is_request_for(value, (self.settings.lease or {}).get("owner")):
+            return dict(value)
+        if self._may_write():
+            self._retry(lambda: storage.set_study_system_attr(sid, STOP_KEY, None))
+        return None
+
     def live(self) -> list[dict[str, Any]]:
         """The running trials: number, params, seconds running, last epoch's metrics."""
         now = time.time()

@@ -276,3 +276,21 @@ def _frozen(parts: dict[str, Any]) -> FrozenTrial:
         intermediate_values=parts["iv"],
         trial_id=r.trial_id,
     )
+
+
+def study_system_attr(storage: Any, study_id: int, key: str) -> Any:
+    """One system attr of the study (``hpo stop``'s request, ``hpo.sweep.stop.STOP_KEY``), by one small query on a
+    database (Optuna's ``get_study_system_attrs`` reads every one, the lease and the fingerprint included);
+    through Optuna's API on any other storage. None when it is not set."""
+    import sqlalchemy
+    from optuna.storages._rdb import models
+
+    engine = getattr(getattr(storage, "_backend", storage), "engine", None)
+    if engine is None:
+        return storage.get_study_system_attrs(study_id).get(key)
+    attrs = models.StudySystemAttributeModel.__table__
+    with engine.connect() as conn:
+        raw = conn.execute(
+            sqlalchemy.select(attrs.c.value_json).where(attrs.c.study_id == study_id, attrs.c.key == key)
+        ).scalar_one_or_none()
+    return None if raw is None else json.loads(raw)

@@ -13,12 +13,14 @@ FAIL (not started), so no trial is left RUNNING in a study another sweep may own
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from typing import TYPE_CHECKING, Any
 
 import ray
 
+from hpo.cluster import ranks
 from hpo.cluster.worker import TrialRun, Workload, trial_task
 from hpo.config import SweepConfig
 from hpo.coordinator.messages import Asked, FailureKind, Outcome, Reaped, Told
@@ -57,8 +59,11 @@ class SweepLoop:
         parallel = placement.parallel
         self.cfg, self.c, self.parallel, self.workload = cfg, coordinator, parallel, workload
         self.obs, self.stopper, self.ledger = observer, stopper, ledger
-        self.task = trial_task(placement.cpus, placement.gpus)
-        self.threads = max(1, int(placement.cpus))
+        # a data-parallel trial's task is its rank 0, in bundle 0 of a placement group reserved per trial
+        self.task = trial_task(placement.rank_cpus, placement.rank_gpus)
+        self.threads = max(1, int(placement.rank_cpus))
+        self.shape = placement.rank_shape()
+        self.groups: dict[ray.ObjectRef, Any] = {}  # the placement group of each running data-parallel trial
         self.root = checkpoint_root(cfg)  # the trials' folders, and their TensorBoard runs beside them
         # Beyond the free slots, this many trials are asked ahead, so that freed slots start them at once (with
         # one slot there is nothing to overlap: the ask would only queue behind the trial's reports).
@@ -75,6 +80,7 @@ class SweepLoop:
         self._last_tick = self._last_beat = time.monotonic()
         self._live: ray.ObjectRef | None = None  # the coordinator's answers to the progress view and heartbeat
         self._beat: ray.ObjectRef | None = None
+        self._stop_poll: ray.ObjectRef | None = None  # ``hpo stop`` from another shell, asked at the heartbeat
 
     # ----------------------------------------------------------------------------------------------
     def run(self, orphans: list[int]) -> None:
@@ -120,6 +126,7 @@ class SweepLoop:
         ended = []
         for ref in done:
             asked = self.running.pop(ref)
+            ranks.release(self.groups.pop(ref, None))  # no rank outlives its trial
             ended.append((asked, self._outcome(ref, asked)))
             self.ledger.ended()
         if all(o.state != "FAIL" for _, o in ended):  # a failure may spend the budget: tell it first
@@ -208,7 +215,14 @@ class SweepLoop:
             tensorboard_dir=f"{self.root}/tensorboard/trial-{asked.number:05d}" if cfg.tensorboard else None,
             submitted_at=time.time(),
         )
-        self.running[self.task.remote(run, self.c, self.workload)] = asked
+        if self.shape is None:
+            self.running[self.task.remote(run, self.c, self.workload)] = asked
+        else:
+            group = ranks.reserve(self.shape)  # the trial waits for all its ranks' resources at once
+            run = dataclasses.replace(run, ranks=self.shape, placement_group=group)
+            task = self.task.options(scheduling_strategy=ranks.in_bundle(group, 0))
+            ref = task.remote(run, self.c, self.workload)
+            self.running[ref], self.groups[ref] = asked, group
         self.ledger.launch()
 
     def _tell(self, asked: Asked, outcome: Outcome) -> None:
@@ -252,6 +266,8 @@ class SweepLoop:
             self._last_tick, self._live = now, self.c.live.remote()
         if self._beat is None and now - self._last_beat >= lease.HEARTBEAT:
             self._last_beat, self._beat = now, self.c.heartbeat.remote()
+            if self._stop_poll is None and not self.stopper.draining:
+                self._stop_poll = self.c.stop_request.remote()
         if self._live is not None and _ready(self._live, wait=wait):
             best = self.ledger.best.as_dict() if self.ledger.best else None
             self.obs.tick(call(self._live), self.ledger.counts, best)
@@ -260,6 +276,11 @@ class SweepLoop:
             if not call(self._beat):  # a coordinator that lost its lease raises LeaseLostError, saying why
                 raise LeaseLostError(f"another hpo sweep took study {self.cfg.study_name!r} over; stopping this one")
             self._beat = None
+        if self._stop_poll is not None and _ready(self._stop_poll, wait=wait):
+            request = call(self._stop_poll)
+            self._stop_poll = None
+            if request is not None:
+                self.stopper.remote_request(request)
 
     def _reap(self, orphans: list[int]) -> None:
         """Fail the trials a lost driver left RUNNING, and rerun them (up to the target) from their checkpoints,
@@ -292,9 +313,11 @@ class SweepLoop:
             del self.running[ref]
             self.ledger.ended()
             if ref in done:  # it has just ended on its own: told how, not thrown away
+                ranks.release(self.groups.pop(ref, None))
                 self._tell(asked, self._outcome(ref, asked))
                 continue
             ray.cancel(ref, force=True)
+            ranks.release(self.groups.pop(ref, None))  # ends a data-parallel trial's other ranks too
             if terminating:
                 self._tell(asked, Outcome.fail(FailureKind.STOPPED, STOPPED))
             else:
@@ -318,6 +341,9 @@ class SweepLoop:
         as the coordinator can still be reached (each call bounded in time)."""
         for ref in self.running:
             ray.cancel(ref, force=True)
+        for group in self.groups.values():
+            ranks.release(group)
+        self.groups.clear()
         stopped = Outcome.fail(FailureKind.INTERRUPTED, "interrupted: the sweep stopped on an error")
         unstarted = Outcome.fail(FailureKind.NOT_STARTED, NOT_STARTED)
         held = list(self.running.values())

@@ -14,6 +14,7 @@ from typing import Any
 
 import ray
 
+from hpo.cluster.ranks import RankShape
 from hpo.cluster.session import RayInfo, fit_parallel, ray_session, refuse_sqlite_on_remote
 from hpo.cluster.worker import Workload, train_workload, warm_workers
 from hpo.config import SweepConfig, load_train_file
@@ -102,6 +103,10 @@ def run_sweep(
         if handle_sigint:  # after ray.init: it replaces the SIGTERM handler of Ray's core worker (an abort trace)
             _restore_on_exit(stack, signal.SIGTERM, install_sigterm(stopper))
         placement = place(cfg, info)  # a sweep the cluster cannot run is refused before the study exists
+        if placement.ranks > 1 and workload is not train_workload:
+            raise ConfigError(
+                f"resources.ranks_per_trial: {placement.ranks} ranks train only the default workload (trials.train)"
+            )
         settings = CoordinatorSettings.from_config(cfg, parallel=placement.parallel, lease=mine)
         # the coordinator's process (and the first trials' workers) start while the study is prepared
         handle = stack.enter_context(_coordinator(settings, placement, workload))
@@ -148,13 +153,15 @@ def _restore_on_exit(stack: contextlib.ExitStack, signum: int, previous: Any) ->
 
 def place(cfg: SweepConfig, info: RayInfo) -> Placement:
     """What each trial gets and how many run at once: ``gpus_per_trial: auto`` is one GPU per trial on a cluster
-    with GPUs and none on one without; ``parallel`` is the config's, or what the cluster's resources fit. A
-    trial that needs more than the cluster has, or ``train.device: cuda`` with no GPU, is a ``ConfigError``."""
+    with GPUs and none on one without (a data-parallel trial: one per rank); ``parallel`` is the config's, or what
+    the cluster's resources fit. A trial that needs more than the cluster has, or ``train.device: cuda`` with no
+    GPU, is a ``ConfigError``."""
     res = cfg.resources
-    gpus = (1.0 if info.gpus >= 1 else 0.0) if res.gpus_per_trial == "auto" else float(res.gpus_per_trial)
+    ranks = res.ranks
+    gpus = (float(ranks) if info.gpus >= 1 else 0.0) if res.gpus_per_trial == "auto" else float(res.gpus_per_trial)
     if gpus > 0 and info.gpus < gpus:
         raise ConfigError(f"resources.gpus_per_trial: the Ray cluster has {info.gpus:g} GPUs, got {gpus:g}")
-    cpus, why = (float(res.cpus_per_trial), "") if res.cpus_per_trial != "auto" else auto_cpus(info, gpus)
+    cpus, why = (float(res.cpus_per_trial), "") if res.cpus_per_trial != "auto" else auto_cpus(info, gpus, ranks)
     if info.cpus < cpus:
         raise ConfigError(f"resources.cpus_per_trial: the Ray cluster has {info.cpus:g} CPUs, got {cpus:g}")
     if gpus == 0 and cfg.base_train.device == "cuda":
@@ -163,14 +170,17 @@ def place(cfg: SweepConfig, info: RayInfo) -> Placement:
             f"the Ray cluster has {info.gpus:g} GPUs); use device: auto or cpu, or give trials GPUs"
         )
     parallel = cfg.parallel or fit_parallel(info, cpus, gpus)
-    return Placement(cpus=cpus, gpus=gpus, parallel=parallel, cpus_chosen=why)
+    return Placement(cpus=cpus, gpus=gpus, parallel=parallel, cpus_chosen=why, ranks=ranks)
 
 
-def auto_cpus(info: RayInfo, gpus: float) -> tuple[float, str]:
+def auto_cpus(info: RayInfo, gpus: float, ranks: int = 1) -> tuple[float, str]:
     """``cpus_per_trial: auto`` for a trial with ``gpus`` GPUs: a GPU node's CPUs per GPU times ``gpus`` (floor,
-    at least 1), so the GPU trials that fill a node share its CPUs; 1 without a GPU. With how it was chosen."""
+    at least 1), so the GPU trials that fill a node share its CPUs; 1 without a GPU (1 per rank of a
+    data-parallel trial). With how it was chosen."""
     ratio = info.cpus_per_gpu()
     if gpus <= 0 or ratio is None:
+        if ranks > 1:
+            return float(ranks), f"cpus_per_trial auto -> {ranks}: 1 per rank"
         return 1.0, ""  # as before auto: "1 CPU each, no GPU" says it
     per_gpu, node_cpus, node_gpus = ratio
     cpus = float(max(1, math.floor(per_gpu * gpus + 1e-9)))
@@ -185,10 +195,25 @@ class Placement:
     gpus: float
     parallel: int
     cpus_chosen: str = ""  # how ``cpus_per_trial: auto`` chose ``cpus`` ("": the config gave them)
+    ranks: int = 1  # processes per trial (data-parallel when > 1); ``cpus`` and ``gpus`` are split among them
+
+    @property
+    def rank_cpus(self) -> float:
+        return self.cpus / self.ranks
+
+    @property
+    def rank_gpus(self) -> float:
+        return self.gpus / self.ranks
+
+    def rank_shape(self) -> RankShape | None:
+        """What each rank of a data-parallel trial gets; None for a one-process trial."""
+        return RankShape(self.ranks, self.rank_cpus, self.rank_gpus) if self.ranks > 1 else None
 
     def describe(self) -> str:
         each = f"{self.cpus:g} CPU{'s' if self.cpus != 1 else ''}"
         each += f" and {self.gpus:g} GPU{'s' if self.gpus > 1 else ''} each" if self.gpus else " each, no GPU"
+        if self.ranks > 1:
+            each += f", in {self.ranks} data-parallel ranks ({'nccl' if self.gpus else 'gloo'})"
         why = f" ({self.cpus_chosen})" if self.cpus_chosen else ""
         return f"{self.parallel} trial{'s' if self.parallel != 1 else ''} at once, {each}{why}"
 
@@ -204,7 +229,7 @@ def _coordinator(settings: CoordinatorSettings, placement: Placement, workload: 
     """The coordinator actor, started unconnected, with a trial worker per slot warming up beside it; killed on
     the way out (``_release`` closes it first once the study is prepared)."""
     handle = _Handle(actor.start(settings))
-    warm_workers(placement.cpus, placement.gpus, workload, placement.parallel)
+    warm_workers(placement.rank_cpus, placement.rank_gpus, workload, placement.parallel)
     try:
         yield handle
     finally:

@@ -14,6 +14,7 @@ from trials.config import TrainConfig, merge_dotted
 #: Small enough to train resnet18 for an epoch in about a second on 2 CPU cores.
 TINY: dict[str, Any] = {
     "model": "resnet18",
+    "weights": None,  # random initialisation: no download
     "dataset": {"type": "digits", "max_train_samples": 96, "max_val_samples": 60},
     "image_size": 32,
     "batch_size": 32,

@@ -41,6 +41,7 @@ def folder_config(root: Path, **dataset: Any) -> TrainConfig:
     return TrainConfig.from_dict(
         {
             "model": "resnet18",
+            "weights": None,
             # test_split 0: every image in train or val, where training reads it
             "dataset": {"type": "imagefolder", "path": str(root), "val_split": 0.5, "test_split": 0, **dataset},
             "image_size": 32,

@@ -12,7 +12,7 @@ from torch import nn
 from trials.checkpoint import save_model
 from trials.config import TrainConfig
 from trials.errors import ModelError
-from trials.models import MODEL_NAMES, build_model, head_path, split_parameters
+from trials.models import DEFAULT_WEIGHTS, MODEL_NAMES, build_model, check_weights, head_path, split_parameters
 
 
 def final_linear_and_before(model: nn.Module) -> tuple[nn.Module, nn.Module]:
@@ -99,8 +99,29 @@ def test_offline_download_names_the_cache_path(tmp_path: Path, monkeypatch: pyte
     """A real download attempt: with no network it fails fast, and the message says where the file goes."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     expected = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
-    with pytest.raises(ModelError, match=f"place the file from https://.* at {re.escape(str(expected))}$"):
+    with pytest.raises(
+        ModelError,
+        match=f"place the file from https://.* at {re.escape(str(expected))}, or set weights: null to train from",
+    ):
         build_model("resnet18", 3, dropout=0.2, weights="IMAGENET1K_V1")
+
+
+def test_the_default_weights_are_pretrained_and_a_user_function_keeps_its_own() -> None:
+    """``train.weights`` defaults to DEFAULT: the pretrained weights of torchvision and timm models; for a user
+    function, DEFAULT is the module as the function returns it (nothing loaded, nothing to cache)."""
+    assert TrainConfig().weights == DEFAULT_WEIGHTS == "DEFAULT"
+    assert TrainConfig.from_dict({}).weights == "DEFAULT"
+    assert TrainConfig.from_dict({"weights": None}).weights is None
+    check_weights("tests.usermodels:tiny_net", "DEFAULT", probe=lambda url: pytest.fail(f"probed {url}"))
+    torch.manual_seed(0)
+    default = build_model("tests.usermodels:tiny_net", 3, dropout=0.0, weights="DEFAULT")
+    torch.manual_seed(0)
+    none = build_model("tests.usermodels:tiny_net", 3, dropout=0.0, weights=None)
+    assert all(
+        torch.equal(a, b) for a, b in zip(default.state_dict().values(), none.state_dict().values(), strict=True)
+    )
+    with pytest.raises(ModelError, match=r"a user function's model takes DEFAULT .*, got 'IMAGENET1K_V1'"):
+        check_weights("tests.usermodels:tiny_net", "IMAGENET1K_V1")
 
 
 def test_weights_placed_in_the_cache_are_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

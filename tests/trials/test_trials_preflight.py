@@ -13,7 +13,7 @@ from trials.preflight import check
 
 
 def config(**changes: object) -> TrainConfig:
-    return TrainConfig().replace(**changes)
+    return TrainConfig(weights=None).replace(**changes)
 
 
 def test_a_good_config_passes(tmp_path: Path, png_tree: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:

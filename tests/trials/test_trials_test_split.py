@@ -137,6 +137,7 @@ def test_fit_never_reads_the_test_split(tmp_path: Path, png_tree: Callable[..., 
     config = TrainConfig.from_dict(
         {
             "model": "resnet18",
+            "weights": None,
             "dataset": {"type": "imagefolder", "path": str(root)},
             "image_size": 16,
             "batch_size": 8,

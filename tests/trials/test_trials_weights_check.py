@@ -39,13 +39,17 @@ def test_uncached_weights_without_network_fail_in_one_line(torch_home: Path) -> 
     message = str(info.value)
     assert re.fullmatch(
         rf"weights: IMAGENET1K_V1 for resnet18 is not cached at {re.escape(str(cached))} and cannot be "
-        rf"downloaded \([^)]+\); place the file from {re.escape(RESNET18_URL)} there or set weights to a local "
-        r"\.pt file",
+        rf"downloaded \(.+\); place the file from {re.escape(RESNET18_URL)} there \(torch hub's cache: "
+        r"\$TORCH_HOME/hub/checkpoints\), or set weights: /path/to/file\.pt, or weights: null to train from random "
+        r"initialisation",
         message,
     ), message
     assert "\n" not in message
-    with pytest.raises(ModelError, match=r"weights: DEFAULT for resnet18 is not cached at .*resnet18-f37072fd\.pth"):
+    default = r"weights: DEFAULT \(pretrained, the default\) for resnet18 is not cached at .*resnet18-f37072fd\.pth"
+    with pytest.raises(ModelError, match=default):
         check(TrainConfig(weights="DEFAULT"))
+    with pytest.raises(ModelError, match=default):  # the default: a config that does not name its weights
+        check(TrainConfig())
 
 
 def test_a_file_placed_in_the_cache_passes_without_probing(torch_home: Path) -> None:
