@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from benchmarks.common import REPO
+from benchmarks.results import git_state
 
 QUICKSTART = REPO / "examples" / "quickstart.yaml"
 OUT = REPO / "docs" / "quickstart_seeds.json"
@@ -85,7 +86,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 flush=True,
             )
     after = sum(r["best_after_startup"] for r in runs)
+    sha, dirty = git_state()
     out = {
+        "generated_by": "python -m benchmarks.quickstart_seeds",
+        "commit": sha,
+        "dirty": dirty,
         "config": "examples/quickstart.yaml",
         "load_average_1min_at_end": os.getloadavg()[0],
         "cores": os.cpu_count(),
