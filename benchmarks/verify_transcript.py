@@ -2,7 +2,7 @@
 
 A sweep on a deliberately small validation split (digits, 10 classes, 150 training and 40 val images: one val
 image is 2.5 pp; resnet18 from random weights for 3 epochs; 8 trials searching ``lr`` and ``batch_size``) on a
-SQLite file, then ``hpo export`` and ``hpo verify best.yaml --seeds 3 --json verify.json``, each a subprocess.
+SQLite file, then ``hpo export`` and ``hpo verify best.yaml --seeds 3 -o verify.json``, each a subprocess.
 Writes ``docs/verify_transcript.txt`` (generated; the README quotes it): a header naming the commit, the
 machine and the commands, then verify's output as printed. Exits with verify's exit code.
 """
@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"hpo {step[0]} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}", file=sys.stderr)
                 return proc.returncode or 1
         start = time.perf_counter()
-        verify = run(["verify", "best.yaml", "--seeds", "3", "--json", "verify.json"], work)
+        verify = run(["verify", "best.yaml", "--seeds", "3", "-o", "verify.json"], work)
         seconds = time.perf_counter() - start
     m = machine()
     header = [
@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         *(f"#   {line}" for line in CONFIG.splitlines()),
         f"# hpo sweep {STUDY}.yaml && hpo export --study {STUDY} -o best.yaml",
         "",
-        "$ hpo verify best.yaml --seeds 3 --json verify.json",
+        "$ hpo verify best.yaml --seeds 3 -o verify.json",
     ]
     body = verify.stdout.rstrip("\n")
     text = "\n".join([*header, body, f"(exit code {verify.returncode})", ""])

@@ -41,6 +41,15 @@ StorageOpt = Annotated[
         show_default=False,
     ),
 ]
+ConfigStorageOpt = Annotated[  # hpo sweep and validate: the config's storage: comes before the default
+    str | None,
+    typer.Option(
+        "--storage",
+        "-s",
+        help="Study storage URL \\[default: $HPO_STORAGE, else the config's storage:, else sqlite:///hpo.db].",
+        show_default=False,
+    ),
+]
 RayAddressOpt = Annotated[
     str | None,
     typer.Option(
@@ -49,15 +58,9 @@ RayAddressOpt = Annotated[
     ),
 ]
 StudyOpt = Annotated[str, typer.Option("--study", help="Study name.")]
-SeedsOpt = Annotated[  # hpo verify's -n; hpo sweep's -n is --n-trials
+SeedsOpt = Annotated[  # no short name: -n is --n-trials, and only that (tests/test_cli_consistency.py)
     int,
-    typer.Option(
-        "--seeds",
-        "-n",
-        help="Training seeds per arm: train.seed + 0..N-1 (-n is seeds here, trials in hpo sweep).",
-        min=1,
-        max=1000,
-    ),
+    typer.Option("--seeds", help="Training seeds per arm: train.seed + 0..N-1.", min=1, max=1000),
 ]
 
 # Typer vendors its own click in recent releases; find the usage-error base class either way.
@@ -68,9 +71,19 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _storage(flag: str | None) -> str:
-    from hpo.config import DEFAULT_STORAGE, STORAGE_ENV
+    """The storage rule of every command (README, "Commands"): ``--storage``, else ``$HPO_STORAGE``, else
+    ``sqlite:///hpo.db``. hpo sweep and validate put the config's ``storage:`` before the default
+    (``hpo.config.load_sweep_config``); hpo verify the file's provenance (``_storage_given``)."""
+    from hpo.config import DEFAULT_STORAGE
 
-    return flag or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+    return _storage_given(flag) or DEFAULT_STORAGE
+
+
+def _storage_given(flag: str | None) -> str | None:
+    """``--storage``, else ``$HPO_STORAGE``, else None: the part of the rule before a command's fallback."""
+    from hpo.config import STORAGE_ENV
+
+    return flag or os.environ.get(STORAGE_ENV) or None
 
 
 def _version(value: bool) -> None:
@@ -114,7 +127,7 @@ def _root(
 @app.command()
 def sweep(
     config: Annotated[Path, typer.Argument(help="Sweep config (YAML).", show_default=False)],
-    storage: StorageOpt = None,
+    storage: ConfigStorageOpt = None,
     study: Annotated[
         str | None, typer.Option("--study", help="Study name \\[default: study.name, else the file name].")
     ] = None,
@@ -123,7 +136,7 @@ def sweep(
         typer.Option(
             "--n-trials",
             "-n",
-            help="Finished trials to reach (-n is trials here, seeds in hpo verify) \\[default: study.n_trials].",
+            help="Finished trials to reach \\[default: study.n_trials].",
         ),
     ] = None,
     parallel: Annotated[
@@ -191,7 +204,7 @@ def sweep(
 @app.command()
 def validate(
     config: Annotated[Path, typer.Argument(help="Sweep config (YAML).", show_default=False)],
-    storage: StorageOpt = None,
+    storage: ConfigStorageOpt = None,
     data: Annotated[
         bool,
         typer.Option(
@@ -427,8 +440,9 @@ def train(
     out.print(f"wrote {run.output / 'model.pt'}, {run.output / 'metrics.json'}")
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True})  # extra arguments: see _refuse_extra
 def verify(
+    ctx: typer.Context,
     config: Annotated[Path, typer.Argument(help="A file from hpo export (with provenance).", show_default=False)],
     seeds: SeedsOpt = 3,
     baseline: Annotated[
@@ -440,8 +454,12 @@ def verify(
             show_default=False,
         ),
     ] = None,
-    json_out: Annotated[
-        Path | None, typer.Option("--json", help="Also write the verdict as JSON to this file.", show_default=False)
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the verdict as JSON on stdout (the table and progress: stderr).")
+    ] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Also write the verdict as JSON to this file.", show_default=False),
     ] = None,
     tolerance: Annotated[
         float,
@@ -485,44 +503,67 @@ def verify(
     at least --tolerance; exit 1 if not) and the [bold]gain[/bold] (tuned minus baseline test metric, paired by
     seed: mean and 95% CI). Records the verdict on the study (hpo report shows it) when its storage opens.
 
-    [bold]Example[/bold]: hpo verify best.yaml --seeds 3 --json verify.json
+    [bold]Example[/bold]: hpo verify best.yaml --seeds 3 -o verify.json
     """
-    from hpo.config import STORAGE_ENV
     from hpo.verify import VerifySettings, verify_file
 
+    _refuse_extra(ctx, config, as_json)
     settings = VerifySettings(
         seeds=seeds,
         tolerance=tolerance,
         baseline=baseline,
         ray_address=ray_address,
-        storage=storage or os.environ.get(STORAGE_ENV) or None,
+        storage=_storage_given(storage),  # else the file's provenance
         cpus_per_run=cpus_per_run,
         gpus_per_run=gpus_per_run,
     )
-    result = verify_file(config, settings, log=lambda s: out.print(s, markup=False))
-    _finish_verify(result, json_out)
+    console = err if as_json else out  # --json: stdout holds the JSON document alone
+    result = verify_file(config, settings, log=lambda s: console.print(s, markup=False))
+    _finish_verify(result, as_json, output)
 
 
-def _finish_verify(result: Any, json_out: Path | None) -> None:
-    """Print ``hpo verify``'s verdict and where it was recorded; exit 1 when it did not reproduce."""
+def _refuse_extra(ctx: typer.Context, config: Path, as_json: bool) -> None:
+    """``hpo verify`` takes one file. ``--json`` was an option taking a path (``--json out.json``) before it
+    became a flag as on every other command: such a command line is refused in one line naming ``-o``."""
+    if not ctx.args:
+        return
+    if as_json:
+        from hpo.errors import ConfigError
+
+        path = next((a for a in (*ctx.args, str(config)) if a.endswith(".json")), ctx.args[-1])
+        raise ConfigError(
+            f"--json is a flag now (the verdict as JSON on stdout); write the file with -o {path}, "
+            f"got an extra argument {ctx.args[0]!r}"
+        )
+    ctx.fail(f"Got unexpected extra argument{'s' if len(ctx.args) > 1 else ''} ({' '.join(ctx.args)})")
+
+
+def _finish_verify(result: Any, as_json: bool, output: Path | None) -> None:
+    """Print ``hpo verify``'s verdict and where it was recorded (with ``as_json``: on stderr, and the JSON
+    document on stdout), write it to ``output``; exit 1 when it did not reproduce."""
     from hpo import files
 
-    _print_verdict(result.verdict)
+    console = err if as_json else out
+    _print_verdict(result.verdict, console)
     if result.stored_in is not None:
-        out.print(
+        console.print(
             f"verdict stored on study {result.verdict.study!r} in {result.stored_in} (user attr hpo:verify)",
             markup=False,
         )
     else:
-        out.print(f"note: {result.note}", markup=False)
-    if json_out is not None:
-        files.write_atomic(json_out, json.dumps(result.verdict.to_dict(), indent=2) + "\n")
-        out.print(f"wrote {json_out}", markup=False)
+        console.print(f"note: {result.note}", markup=False)
+    document = json.dumps(result.verdict.to_dict(), indent=2) + "\n"
+    if output is not None:
+        files.write_atomic(output, document)
+        console.print(f"wrote {output}", markup=False)
+    if as_json:
+        sys.stdout.write(document)
+        sys.stdout.flush()
     if not result.verdict.reproduced:
         raise typer.Exit(1)
 
 
-def _print_verdict(v: Any) -> None:
+def _print_verdict(v: Any, console: Console) -> None:
     def f(x: float, sign: bool = False) -> str:
         return "n/a" if x != x else (f"{x:+.4f}" if sign else f"{x:.4f}")  # x != x: NaN
 
@@ -550,15 +591,15 @@ def _print_verdict(v: Any) -> None:
         f(mean, sign=True),
         style="bold",
     )
-    out.print(table)
+    console.print(table)
     from hpo.verify import reproduction_lines
 
     for line in reproduction_lines(v):
-        out.print(line, markup=False)
+        console.print(line, markup=False)
     interval = f"95% CI [{f(ci[0], sign=True)}, {f(ci[1], sign=True)}]" if ci else "no CI with one seed"
     better = "higher" if v.direction == "maximize" else "lower"
     source = "default hyperparameters" if v.baseline_source == "defaults" else v.baseline_source
-    out.print(
+    console.print(
         f"gain on the test split: {v.test_metric} tuned - baseline ({source}) = {f(mean, sign=True)}, {interval}, "
         f"{len(v.seeds)} seed(s) ({better} {v.test_metric} is better)",
         markup=False,

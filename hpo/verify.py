@@ -13,8 +13,8 @@ The runs are Ray tasks, as many at once as the cluster's CPUs allow. Two answers
 - **gain**: tuned minus baseline test metric, paired by seed: its mean and 95% confidence interval
   (Student's t over the paired differences). For a loss, a negative gain is the improvement.
 
-The verdict (``Verdict.to_dict``, stable keys) can be written as JSON and is stored on the study as the
-user attr ``hpo:verify`` when the study's storage can be opened; ``hpo report`` shows it.
+The verdict (``Verdict.to_dict``, stable keys) is printed (``--json``) or written (``-o``) as JSON, and stored on
+the study as the user attr ``hpo:verify`` when the study's storage can be opened; ``hpo report`` shows it.
 The pure parts (the baseline config, the mean and interval, the reproduction rule and its lines of text) are
 separate functions.
 
@@ -573,12 +573,13 @@ def _check_comparable(tuned: TrainConfig, baseline: TrainConfig, source: str) ->
 
 
 def _preflight(source: str | Path, config: TrainConfig) -> None:
-    from trials.preflight import check
+    """``trials.preflight.check``; its error names the field as every command does (``train.weights: ...``)."""
+    from trials.preflight import check, field_message
 
     try:
         check(config)
     except TrialsError as e:
-        raise ConfigError(f"{source}: train: {e}") from None
+        raise ConfigError(f"{source}: {field_message(e)}") from None
 
 
 def _run_all(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+from storage.errors import StorageError
 from storage.factory import close_storage, engine_kwargs, storage_errors
 from storage.url import parse_url
 
@@ -24,6 +26,10 @@ def upgrade(url: str) -> Upgrade:
     import optuna
 
     parsed = parse_url(url)
+    if parsed.is_sqlite and parsed.database and parsed.database != ":memory:":
+        path = Path(parsed.database).expanduser().resolve()
+        if not path.is_file():  # SQLite would create an empty file to "upgrade"
+            raise StorageError(f"cannot upgrade storage {parsed}: no such file {path}")
     with storage_errors(url, "cannot upgrade storage"):
         storage = optuna.storages.RDBStorage(
             url, engine_kwargs=engine_kwargs(parsed), skip_compatibility_check=True, skip_table_creation=True

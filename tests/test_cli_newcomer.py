@@ -1,5 +1,6 @@
 """Small things a newcomer hits (issue 20): SQLite with a remote Ray refused up front, --debug after any
-command, hpo status listing the failed trials first, the LICENSE, `make clean` keeping runs/, -n's meanings.
+command, hpo status listing the failed trials first, the LICENSE, `make clean` keeping runs/
+(the options' consistency across commands: tests/test_cli_consistency.py).
 The CLI is driven as a real subprocess where the behaviour is the CLI's."""
 
 from __future__ import annotations
@@ -145,12 +146,3 @@ def test_make_pretrains_where_the_quickstart_reads_whatever_xdg_cache_home_says(
     )
     weights = yaml.safe_load((REPO / "examples" / "quickstart.yaml").read_text())["train"]["weights"]
     assert r.stdout.strip() == str(home / weights.removeprefix("~/"))
-
-
-def test_n_is_trials_for_sweep_and_seeds_for_verify_and_the_help_says_so() -> None:
-    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
-    opts = {name: {p.name: p.opts for p in commands[name].params} for name in ("sweep", "verify")}
-    assert opts["sweep"]["n_trials"] == ["--n-trials", "-n"]
-    assert opts["verify"]["seeds"] == ["--seeds", "-n"]
-    helps = {p.name: p.help for name in ("sweep", "verify") for p in commands[name].params}
-    assert "seeds in hpo verify" in helps["n_trials"] and "trials in hpo sweep" in helps["seeds"]

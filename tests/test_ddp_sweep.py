@@ -5,8 +5,10 @@ group behind; the config refuses ranks that contradict the GPUs."""
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -16,7 +18,9 @@ from optuna.trial import TrialState
 from hpo.cluster.session import RayInfo
 from hpo.config import load_sweep_config
 from hpo.errors import ConfigError
+from hpo.progress import QuietObserver
 from hpo.sweep.run import place
+from hpo.sweep.stop import Stopper
 from tests.conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -150,3 +154,48 @@ def test_no_rank_or_placement_group_is_left_after_a_sweep(tmp_path: Path, pg_url
     assert groups and all(g["state"] == "REMOVED" for g in groups.values()), groups
     peers = [a for a in state.actors().values() if a.get("ActorClassName", "").endswith("_Peer")]
     assert peers and all(a["State"] == "DEAD" for a in peers), peers
+
+
+class _TerminateOnceRunning(QuietObserver):
+    """SIGTERM for the sweep (as its handler would: ``Stopper.terminate``) once a trial has run an epoch."""
+
+    def __init__(self, stopper: Stopper) -> None:
+        self.stopper = stopper
+
+    def tick(self, live: list[dict[str, Any]], counts: Any, best: Any) -> None:
+        if not self.stopper.terminating and any(t.get("epoch", 0) >= 1 for t in live):
+            self.stopper.terminate()
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_a_sweep_terminated_mid_trial_leaves_no_rank_running(tmp_path: Path, pg_url: str, ray_local: None) -> None:
+    """SIGTERM with ``drain_timeout: 0`` cancels a running 2-rank trial: the trial is left to resume (FAIL,
+    ``stopped``), its placement group is removed and its peer rank is dead within seconds."""
+    import ray
+    from ray._private import state
+
+    from hpo.sweep.run import run_sweep
+
+    text = _config(tmp_path, "ddp-term", n_trials=2).read_text().replace("epochs: 3", "epochs: 200")
+    path = tmp_path / "term.yaml"
+    path.write_text(text + "drain_timeout: 0\n")
+    stopper = Stopper()
+    result = run_sweep(
+        load_sweep_config(path, storage=pg_url),
+        observer=_TerminateOnceRunning(stopper),
+        stopper=stopper,
+        handle_sigint=False,
+    )
+    assert result.exit_code == 143, result
+    trials = optuna.load_study(study_name="ddp-term", storage=pg_url).get_trials()
+    assert [t.user_attrs.get("fail_kind") for t in trials if t.state == TrialState.FAIL] == ["stopped"], trials
+    deadline = time.monotonic() + 30
+    while True:
+        groups = ray.util.placement_group_table()
+        peers = [a for a in state.actors().values() if a.get("ActorClassName", "").endswith("_Peer")]
+        left = [g for g in groups.values() if g["state"] != "REMOVED"] + [a for a in peers if a["State"] != "DEAD"]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert groups and peers and not left, left

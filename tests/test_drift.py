@@ -1,18 +1,23 @@
 """Config drift (issue 18): a sweep that continues a study whose config changed what makes trials comparable is
 refused with one line naming the fields, old and new, and writes nothing; ``--allow-changes`` continues and
 records the change; a study an older hpo made gets a fingerprint on its next run; other secondary objectives
-are refused (bug 5); and nothing is written to a study before its lease is ours.
+are refused (bug 5); and nothing is written to a study before its lease is ours. And the README's drift from the
+examples it quotes: the ImageFolder example is the quickstart with exactly the lines the README shows changed.
 
 Real parts: the ``hpo`` CLI as a subprocess, SQLite files and a real PostgreSQL, Optuna, the real lease."""
 
 from __future__ import annotations
 
+import copy
 import json
+import re
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
 
 from hpo import study as studies
@@ -21,7 +26,7 @@ from hpo.errors import ConfigError, StudyBusyError
 from hpo.sweep import lease
 from hpo.sweep.prepare import prepare_study, release_lease
 from storage import opened
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 from tests.fixtures_files import tiny_sweep
 
 FINGERPRINT, CHANGES = "hpo:fingerprint", "hpo:changes"  # the study user attrs (README: "Continuing a study")
@@ -202,3 +207,35 @@ def test_the_fingerprint_is_json_as_stored(tmp_path: Path) -> None:
     assert json.loads(json.dumps(record)) == record and record["format"] == 1
     assert study.user_attrs[studies.ATTR_METRIC] == "val_acc"
     assert [t for t in study.get_trials() if t.state == TrialState.RUNNING] == []
+
+
+# ------------------------------------------------------------------------------ the README and the examples
+_COUNT = {"one": 1, "two": 2, "three": 3, "four": 4}
+
+
+def test_the_imagefolder_example_is_the_quickstart_with_the_lines_the_readme_shows() -> None:
+    """README, "Fine-tuning your own images": the file is the quickstart with the snippet's lines changed (and
+    nothing else), the snippet's lines appear in it verbatim, and no val_split overrides a val/ folder."""
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Fine-tuning your own images") :]
+    m = re.search(
+        r"`examples/imagefolder\.yaml` is the quickstart with (\w+) lines? changed:\n\n```yaml\n(.*?)```", section, re.S
+    )
+    assert m, "the README's sentence and snippet before the ImageFolder layout"
+    snippet = m.group(2).splitlines()
+    assert len(snippet) == _COUNT[m.group(1)]
+    text = (REPO / "examples" / "imagefolder.yaml").read_text()
+    lines = text.splitlines()
+    train_at = lines.index("train:")
+    for line in snippet:  # verbatim, and under train:
+        assert line in lines and lines.index(line) > train_at, line
+    changed = yaml.safe_load(textwrap.dedent("\n".join(snippet)))
+    quickstart = yaml.safe_load((REPO / "examples" / "quickstart.yaml").read_text())
+    expected = copy.deepcopy(quickstart)
+    expected["train"].update(changed)
+    assert yaml.safe_load(text) == expected
+    assert "val_split" not in changed["dataset"] and "test_split" not in changed["dataset"]
+    header = " ".join(line.lstrip("# ") for line in lines if line.startswith("#"))
+    assert f"examples/quickstart.yaml with {m.group(1)} lines changed" in header
+    assert "64/16/20" in header  # train, val, test: what the loader does without val_split and test_split
+    assert f"({m.group(1)} lines differ)" in (REPO / "examples" / "quickstart.yaml").read_text()

@@ -149,6 +149,7 @@ def test_timm_default_weights_not_cached_say_how_to_place_them(tmp_path: Path) -
     last = r.stderr.strip().splitlines()[-1]
     assert r.returncode != 0 and "weights: DEFAULT for timm/test_resnet is not cached" in last
     assert "set weights to its path" in last
+    assert last.endswith("or set weights: null to train from random initialisation")  # as torchvision's says
 
 
 def sweep_config(tmp_path: Path, model: str | None, extra: str = "") -> Path:

@@ -285,10 +285,12 @@ def test_cli_verify_reproduces_writes_every_key_and_stores_the_verdict(tmp_path:
     url = make_study(tmp_path, "digits01")
     best = write_export(tmp_path / "best.yaml", TUNED, value=trial_value, storage=url)
     out = tmp_path / "out" / "verify.json"
-    r = run_cli("verify", str(best), "--seeds", "2", "--json", str(out), env={"HPO_STORAGE": ""}, timeout=600)
+    r = run_cli("verify", str(best), "--seeds", "2", "--json", "-o", str(out), env={"HPO_STORAGE": ""}, timeout=600)
     text = r.stdout + r.stderr
     assert r.returncode == 0, text
     doc = json.loads(out.read_text())
+    assert json.loads(r.stdout) == doc  # --json: the document alone on stdout; the table and progress on stderr
+    assert "reproduced: yes" in r.stderr and f"wrote {out}" in r.stderr
     assert set(doc) >= KEYS
     assert doc["seeds"] == [0, 1] and doc["metric"] == "val_acc" and doc["reproduced"] is True
     for arm in ("tuned", "baseline"):
@@ -317,7 +319,7 @@ def test_cli_verify_an_export_whose_lr_was_changed_fails_with_the_figures(tmp_pa
     best.write_text(best.read_text().replace("lr: 0.05\n", "lr: 5.0\n"))  # edited by hand: x100
     assert load_train_file(best).train.lr == 5.0
     out = tmp_path / "verify.json"
-    r = run_cli("verify", str(best), "--seeds", "2", "--json", str(out), env={"HPO_STORAGE": ""}, timeout=600)
+    r = run_cli("verify", str(best), "--seeds", "2", "-o", str(out), env={"HPO_STORAGE": ""}, timeout=600)
     text = r.stdout + r.stderr
     assert r.returncode == 1, text
     assert "reproduced: NO" in text
@@ -346,6 +348,32 @@ def test_cli_verify_refuses_bad_input_before_starting_ray(tmp_path: Path) -> Non
     assert "train.dataset.split_seed must be the tuned config's 0" in r.stderr and "got 1" in r.stderr
     r = run_cli("verify", "--help", timeout=60)
     assert r.returncode == 0 and "--seeds" in r.stdout and "--baseline" in r.stdout and "--tolerance" in r.stdout
+
+
+def test_cli_verify_json_the_old_way_is_refused_in_one_line_naming_o(tmp_path: Path) -> None:
+    """``--json`` took a path before it became a flag, as on every command: ``--json out.json`` says to use -o."""
+    best = write_export(tmp_path / "best.yaml", TUNED, value=0.9, storage="sqlite:///x.db")
+    for args in (["best.yaml", "--seeds", "3", "--json", "verify.json"], ["--json", "verify.json", "best.yaml"]):
+        r = run_cli("verify", *args, cwd=tmp_path, env={"HPO_STORAGE": ""}, timeout=120)
+        assert r.returncode == 2 and r.stdout == "", r.stdout + r.stderr
+        assert r.stderr.strip().splitlines() == [
+            "error: --json is a flag now (the verdict as JSON on stdout); write the file with -o verify.json, "
+            f"got an extra argument {'verify.json' if args[0] == 'best.yaml' else 'best.yaml'!r}"
+        ]
+    r = run_cli("verify", str(best), "other.yaml", cwd=tmp_path, env={"HPO_STORAGE": ""}, timeout=120)
+    assert r.returncode == 2 and "unexpected extra argument (other.yaml)" in r.stderr, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.yaml"]  # nothing written, no x.db
+
+
+def test_verify_names_the_weights_field_as_every_command_does(tmp_path: Path) -> None:
+    """``train.weights: ...``, as hpo sweep, validate and train say it (``trials.preflight.field_message``)."""
+    from hpo.verify import verify_file
+
+    missing = tmp_path / "nope.pt"
+    best = write_export(tmp_path / "best.yaml", {**TUNED, "weights": str(missing)}, value=0.9, storage="sqlite:///x")
+    with pytest.raises(ConfigError) as info:
+        verify_file(best, VerifySettings(seeds=1))
+    assert str(info.value) == f"{best}: train.weights: file not found: {missing}"
 
 
 # ---------------------------------------------------------------- hpo train records the test split

@@ -110,7 +110,8 @@ def check_timm_weights(name: str, weights: str) -> None:
         raise ModelError(
             f"weights: DEFAULT for {name} is not cached and hpo downloads nothing (from {where}); on a machine "
             f"online run python -c \"import timm; timm.create_model('{_timm_arch(name)}', pretrained=True)\" "
-            f"and copy its cache (HF_HOME) here, or save the state dict to a .pt file and set weights to its path"
+            f"and copy its cache (HF_HOME) here, or save the state dict to a .pt file and set weights to its path, "
+            f"or set weights: null to train from random initialisation"
         )
 
 
