@@ -763,8 +763,8 @@ def delete(
         bool,
         typer.Option(
             "--checkpoints",
-            help="Also remove the checkpoint folders its trials recorded (the sweep's <output_dir>/<study>, "
-            "TensorBoard runs included), where they are on this machine.",
+            help="Also remove the checkpoint folders its trials recorded: the sweep's <output_dir>/<study> on this "
+            "machine (TensorBoard runs included), or each trial's folder under a URL output_dir (fsspec).",
         ),
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Really delete: required (nothing can undo it).")] = False,

@@ -346,9 +346,22 @@ class SweepConfig(_Model):
     drain_timeout: float = Field(
         20.0, ge=0, le=86_400, description="seconds running trials may finish after a SIGTERM before they are stopped"
     )
-    output_dir: str = "runs"  # trials' checkpoints under <output_dir>/<study>/trial-NNNNN
+    # trials' checkpoints under <output_dir>/<study>/trial-NNNNN; a path every node shares, or an fsspec URL (s3://...)
+    output_dir: str = "runs"
     tensorboard: bool = False  # per-trial TensorBoard runs under <output_dir>/<study>/tensorboard/
     train: TrainConfig = TrainConfig()
+
+    @field_validator("output_dir")
+    @classmethod
+    def _reachable_output_dir(cls, v: str) -> str:
+        """A local folder, or an fsspec URL every node reaches (``s3://`` with s3fs, ``gs://`` with gcsfs,
+        ``file:///shared/runs``): its scheme known and its backend installed, checked before anything is written."""
+        from trials.storage_fs import protocol_problem
+
+        problem = protocol_problem(v)
+        if problem is not None:
+            raise ValueError(f"{problem}, got {v!r}")
+        return v
 
     @model_validator(mode="before")
     @classmethod

@@ -3,6 +3,7 @@ sweeps joining it with --ray-address, results in PostgreSQL, and a node killed m
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -46,7 +47,13 @@ class Cluster:
         self.worker.wait(30)
 
 
-def _start(args: list[str], temp_dir: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def _start(args: list[str], temp_dir: Path, env: dict[str, str], own_cwd: bool) -> subprocess.Popen[bytes]:
+    """A Ray node; ``own_cwd``: in a working folder of its own (``temp_dir/cwd``), so that nothing of a trial's
+    may depend on the driver's folder."""
+    cwd = None
+    if own_cwd:
+        cwd = temp_dir / "cwd"
+        cwd.mkdir(parents=True)
     return subprocess.Popen(
         [
             RAY,
@@ -60,6 +67,7 @@ def _start(args: list[str], temp_dir: Path, env: dict[str, str]) -> subprocess.P
             "127.0.0.1",
             *args,
         ],
+        cwd=cwd,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -67,10 +75,11 @@ def _start(args: list[str], temp_dir: Path, env: dict[str, str]) -> subprocess.P
     )
 
 
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
+@contextlib.contextmanager
+def two_nodes(prefix: str, *, own_cwd: bool = False) -> Iterator[Cluster]:
+    """A head and a worker node of one CPU each, stopped (and their folders removed) on the way out."""
     port = _free_port()
-    dirs = [Path("/tmp") / f"hpo-n{i}-{uuid.uuid4().hex[:6]}" for i in (1, 2)]
+    dirs = [Path("/tmp") / f"hpo-{prefix}{i}-{uuid.uuid4().hex[:6]}" for i in (1, 2)]
     env = {
         **os.environ,
         "RAY_AUTH_MODE": "disabled",
@@ -80,33 +89,37 @@ def cluster() -> Iterator[Cluster]:
         "RAY_health_check_failure_threshold": "4",
         "RAY_health_check_timeout_ms": "1000",
     }
-    head = _start(["--head", "--port", str(port), "--include-dashboard", "false"], dirs[0], env)
+    head = _start(["--head", "--port", str(port), "--include-dashboard", "false"], dirs[0], env, own_cwd)
     address = f"127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        r = subprocess.run([RAY, "status", "--address", address], env=env, capture_output=True, text=True)
-        if r.returncode == 0:
-            break
-        time.sleep(1)
-    worker = _start(["--address", address], dirs[1], env)
-    while time.time() < deadline:
-        r = subprocess.run([RAY, "status", "--address", address], env=env, capture_output=True, text=True)
-        if r.stdout.count(" node_") >= 2:
-            break
-        time.sleep(1)
-    else:
-        pytest.fail(f"two-node Ray cluster did not come up: {r.stdout[-500:]} {r.stderr[-500:]}")
-    c = Cluster(address, head, worker, dirs)
-    yield c
-    for proc in (worker, head):
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-    for d in dirs:
-        shutil.rmtree(d, ignore_errors=True)
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        deadline, nodes, r = time.time() + 90, 0, None
+        while time.time() < deadline and nodes < 2:
+            r = subprocess.run([RAY, "status", "--address", address], env=env, capture_output=True, text=True)
+            nodes = r.stdout.count(" node_") if r.returncode == 0 else 0
+            if r.returncode == 0 and worker is None:
+                worker = _start(["--address", address], dirs[1], env, own_cwd)
+            time.sleep(1)
+        if worker is None or nodes < 2:
+            tail = f"{r.stdout[-500:]} {r.stderr[-500:]}" if r is not None else ""
+            pytest.fail(f"two-node Ray cluster did not come up: {tail}")
+        yield Cluster(address, head, worker, dirs)
+    finally:
+        for proc in (worker, head):
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    with two_nodes("n") as c:
+        yield c
 
 
 def _config(path: Path, weights: Path, *, n_trials: int, epochs: int, extra: str = "") -> Path:

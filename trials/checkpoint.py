@@ -15,17 +15,18 @@ from typing import Any, cast
 import numpy as np
 import torch
 
+from trials import storage_fs
 from trials.config import TrainConfig
 from trials.errors import ModelError, one_line
-from trials.paths import write_atomic
 
 MODEL_FORMAT = "hpo-model/1"
 CHECKPOINT_FORMAT = "hpo-checkpoint/1"
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to ``path`` so that readers see the old file or the new one, never half of one."""
-    write_atomic(path, lambda f: torch.save(obj, f))
+    """``torch.save`` to ``path`` (a local path or an fsspec URL: ``trials.storage_fs``) so that readers see the
+    old file or the new one, never half of one."""
+    storage_fs.save_torch(obj, path)
 
 
 def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

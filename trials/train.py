@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from trials import distributed, early_stopping
+from trials import distributed, early_stopping, preemption, storage_fs
 from trials.checkpoint import (
     CHECKPOINT_FORMAT,
     atomic_save,
@@ -107,6 +107,8 @@ def train_one_epoch(
     frozen: Sequence[nn.Module] = (),
     on_first_batch: Callable[[], None] | None = None,
     on_first_step: Callable[[], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+    resume: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
     """Train ``model`` for one pass over ``loader``; step ``scheduler`` after every batch.
 
@@ -115,16 +117,25 @@ def train_one_epoch(
     host wait for the accelerator at every step. ``on_first_batch`` is called when the first batch has been
     fetched, ``on_first_step`` after its ``optimizer.step()``. A ``scaler`` (fp16 autocast) scales the loss
     before ``backward`` and steps through itself (a step with inf/nan gradients is skipped).
-    Returns ``{"train_loss": mean loss, "lr": last group's lr at the last step, "num_samples": n}``.
+    ``stop`` is asked after every step: True ends the pass there. ``resume`` (what an epoch stopped so returned:
+    ``batches``, ``loss_sum``, ``num_samples``, ``lr``) goes on with that epoch: its first ``batches`` batches are
+    drawn (the loader replays the epoch's order) and skipped.
+    Returns ``{"train_loss": mean loss, "lr": last group's lr at the last step, "num_samples": n, "batches": the
+    batches trained so far this epoch, "loss_sum": the summed loss}``.
     """
     model.train()
     for m in frozen:
         m.eval()
-    total = torch.zeros((), device=device)
-    seen = 0
-    lr = float(optimizer.param_groups[-1]["lr"])
+    total = torch.full((), float(resume["loss_sum"]) if resume else 0.0, device=device)
+    seen = int(resume["num_samples"]) if resume else 0
+    skip = int(resume["batches"]) if resume else 0
+    lr = float(resume["lr"]) if resume else float(optimizer.param_groups[-1]["lr"])
+    batches = 0
     for x, y in loader:
-        if seen == 0 and on_first_batch is not None:
+        batches += 1
+        if batches <= skip:
+            continue
+        if batches == skip + 1 and on_first_batch is not None:
             on_first_batch()
         x = x.to(
             device, non_blocking=True, memory_format=torch.channels_last if channels_last else torch.preserve_format
@@ -134,15 +145,24 @@ def train_one_epoch(
             loss = loss_fn(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         _step(loss, optimizer, scaler)
-        if seen == 0 and on_first_step is not None:
+        if batches == skip + 1 and on_first_step is not None:
             on_first_step()
         lr = optimizer.param_groups[-1]["lr"]
         if scheduler is not None:
             scheduler.step()
         total += loss.detach().float() * y.shape[0]
         seen += y.shape[0]
-    mean = total.item() / seen if seen else math.nan
-    return {"train_loss": mean, "lr": float(lr), "num_samples": float(seen)}
+        if stop is not None and stop():
+            break
+    loss_sum = total.item()
+    mean = loss_sum / seen if seen else math.nan
+    return {
+        "train_loss": mean,
+        "lr": float(lr),
+        "num_samples": float(seen),
+        "batches": float(batches),
+        "loss_sum": loss_sum,
+    }
 
 
 def _step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
@@ -331,6 +351,11 @@ def _ask(reporter: Reporter | None, epoch: int, entry: Mapping[str, float]) -> s
     return answer
 
 
+def _start_loader_workers(loader: ImageLoader) -> None:
+    """Start a persistent loader's worker processes now (the next pass reuses them, as a later epoch does)."""
+    iter(loader.loader)
+
+
 def _set_trainable(params: Iterable[nn.Parameter], trainable: bool) -> None:
     for p in params:
         p.requires_grad_(trainable)
@@ -366,10 +391,12 @@ class _Run:
     tracker: early_stopping.Tracker = field(default_factory=early_stopping.Tracker)
     best_state: dict[str, torch.Tensor] | None = None
     finished: str | None = None  # "completed" / "early_stopped" once the last epoch is done
+    # an epoch stopped part-way (a SIGTERM): ``epoch`` and what ``train_one_epoch`` returned for its first batches
+    partial: dict[str, float] | None = None
 
 
 def _save_checkpoint(
-    path: Path,
+    path: str,
     config: TrainConfig,
     run: _Run,
     model: nn.Module,
@@ -378,8 +405,12 @@ def _save_checkpoint(
     generator: torch.Generator,
     num_classes: int,
     class_names: list[str],
+    loader_state: torch.Tensor | None = None,
 ) -> None:
+    """Save the run to ``path`` (a local path or an fsspec URL). Mid-epoch (``run.partial``), ``loader_state`` is
+    the loader generator's state at the epoch's start, so that a resume replays that epoch's order."""
     epoch = len(run.history)
+    partial = run.partial is not None
     atomic_save(
         {
             "format": CHECKPOINT_FORMAT,
@@ -391,20 +422,21 @@ def _save_checkpoint(
             # The best weights are stored only when they differ from the current ones: halves the file
             # while the run keeps improving.
             "best_epoch": run.tracker.best_epoch,
-            "best_model_state": run.best_state if run.tracker.best_epoch != epoch else None,
+            "best_model_state": run.best_state if run.tracker.best_epoch != epoch or partial else None,
             "early_stopping": run.tracker.to_dict(),
             "optimizer_state": optimizer.state_dict(),
             "scheduler_state": scheduler.state_dict(),
-            "rng": {**rng_state(), "loader": generator.get_state()},
+            "rng": {**rng_state(), "loader": loader_state if loader_state is not None else generator.get_state()},
             "num_classes": num_classes,
             "class_names": class_names,
+            "partial": run.partial,
         },
         path,
     )
 
 
 def _resume(
-    path: Path,
+    path: str,
     config: TrainConfig,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -413,10 +445,10 @@ def _resume(
     log: Callable[[str], None],
 ) -> _Run | None:
     """Restore the run saved at ``path`` if it was made by the same config; None to start fresh."""
-    if not path.is_file():
+    if not storage_fs.exists(path):
         return None
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = storage_fs.load_torch(path)
     except Exception as e:  # a damaged file must not stop the trial: it is overwritten after epoch 1
         log(f"checkpoint {path} is unreadable ({one_line(e)}); starting fresh")
         return None
@@ -437,8 +469,10 @@ def _resume(
     if best is None and tracker.best_epoch == ckpt["epoch"]:
         best = ckpt["model_state"]
     history = [dict(h) for h in ckpt["history"]]
-    log(f"resuming from {path} after epoch {ckpt['epoch']}")
-    return _Run(history=history, tracker=tracker, best_state=best, finished=ckpt.get("finished"))
+    partial = ckpt.get("partial")
+    within = f", {int(partial['batches'])} batches into epoch {int(partial['epoch'])}" if partial else ""
+    log(f"resuming from {path} after epoch {ckpt['epoch']}{within}")
+    return _Run(history=history, tracker=tracker, best_state=best, finished=ckpt.get("finished"), partial=partial)
 
 
 # ---------------------------------------------------------------- fit
@@ -490,6 +524,10 @@ def fit(
     ``checkpoint_dir`` the run is saved after an epoch (before it is reported) once
     ``config.checkpoint_every_s`` seconds of training have passed since the last save (0: every epoch), and
     a later call with the same config resumes it, first replaying the saved epochs through the reporter.
+    ``checkpoint_dir`` is a local folder or an fsspec URL (``trials.storage_fs``). Inside
+    ``trials.preemption.checkpoint_on_sigterm()``, a SIGTERM saves the run after the batch in flight and raises
+    ``Preempted``; a later call goes on from the next batch of that epoch (a data-parallel ``group`` is not
+    stopped part-way: its ranks must stop together).
     ``num_threads`` (the trial's CPUs) sets torch's CPU threads (CPU only) and what ``num_workers: auto``
     follows. The returned model holds the best epoch's weights unless the run was pruned or paused.
 
@@ -521,7 +559,7 @@ def _fit(
     log = log or _log.info
     timings: dict[str, float] = {"train_s": 0.0, "eval_s": 0.0, "checkpoint_s": 0.0, "report_s": 0.0}
     parts = _build_parts(config, num_threads, timings, group)
-    ckpt_path = Path(checkpoint_dir).expanduser() / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    ckpt_path = storage_fs.join(checkpoint_dir, CHECKPOINT_NAME) if checkpoint_dir is not None else None
     resumed = (
         _resume(ckpt_path, config, parts.model, parts.optimizer, parts.scheduler, parts.generator, log)
         if ckpt_path
@@ -639,7 +677,7 @@ class _Fitting:
         parts: _Parts,
         run: _Run,
         reporter: Reporter | None,
-        ckpt_path: Path | None,
+        ckpt_path: str | None,
         log: Callable[[str], None],
         timings: dict[str, float],
         t_start: float,
@@ -650,6 +688,7 @@ class _Fitting:
         self.resumed_from = len(run.history)
         self.last_saved = 0.0  # perf_counter at the last save (or the loop's start): see checkpoint_every_s
         self.saved_epoch = self.resumed_from  # the epoch the checkpoint holds
+        self.epochs_started = 0  # train passes begun by this fit: a persistent loader's first one starts its workers
 
     def result(self, status: Status) -> FitResult:
         run, parts, timings = self.run, self.parts, self.timings
@@ -755,6 +794,18 @@ class _Fitting:
         parts, config = self.parts, self.config
         frozen = epoch <= config.freeze_backbone_epochs
         _set_trainable(parts.backbone, not frozen)
+        partial, self.run.partial = self.run.partial, None
+        resume = partial if partial is not None and int(partial["epoch"]) == epoch else None
+        # whether this pass's loader iterator is a new one (drawing its workers' seed before the epoch's order)
+        fresh_loader = self.epochs_started == 0 or not parts.timed_train.loader.loader.persistent_workers
+        if resume is not None:
+            fresh_loader = bool(resume.get("fresh_loader", 1.0))  # the stopped pass's, replayed as it was
+        if not fresh_loader and self.epochs_started == 0:  # a persistent loader's later pass, resumed first here
+            state = parts.generator.get_state()  # as the checkpoint left it: the epoch's start
+            _start_loader_workers(parts.timed_train.loader)  # draws the workers' seed, as the stopped run had
+            parts.generator.set_state(state)
+        loader_state = parts.generator.get_state()  # the epoch's shuffle order is drawn from this state
+        self.epochs_started += 1
         t0 = time.perf_counter()
         trained = train_one_epoch(
             parts.train_model or parts.model,
@@ -769,7 +820,11 @@ class _Fitting:
             frozen=parts.backbone_bn if frozen else (),
             on_first_batch=self.first_batch,
             on_first_step=self.first_step,
+            stop=preemption.requested if parts.group is None else None,  # a group's ranks must stop together
+            resume=resume,
         )
+        if trained["batches"] < len(parts.timed_train):
+            self.preempted(epoch, {**trained, "fresh_loader": float(fresh_loader)}, loader_state)
         t1 = time.perf_counter()
         metrics = evaluate(
             parts.model,
@@ -816,7 +871,17 @@ class _Fitting:
             return
         self.save(t_eval_end)
 
-    def save(self, t_eval_end: float) -> None:
+    def preempted(self, epoch: int, trained: Mapping[str, float], loader_state: torch.Tensor) -> None:
+        """A SIGTERM stopped epoch ``epoch`` after ``trained["batches"]`` batches: save the run as it is (a later
+        ``fit`` goes on from the next batch) and raise ``Preempted``."""
+        keys = ("batches", "loss_sum", "num_samples", "lr", "fresh_loader")
+        self.run.partial = {"epoch": float(epoch), **{k: float(trained[k]) for k in keys}}
+        self.save(time.perf_counter(), loader_state)
+        where = f"saved to {self.ckpt_path}" if self.ckpt_path else "no checkpoint folder"
+        self.log(f"SIGTERM: stopped after batch {int(trained['batches'])} of epoch {epoch}; {where}")
+        raise preemption.Preempted(f"stopped by SIGTERM after batch {int(trained['batches'])} of epoch {epoch}")
+
+    def save(self, t_eval_end: float, loader_state: torch.Tensor | None = None) -> None:
         """Save a checkpoint of the run as it is now (when there is a folder and this process writes it)."""
         if self.ckpt_path is None or not self.parts.writes:
             return
@@ -831,6 +896,7 @@ class _Fitting:
             parts.generator,
             parts.data.num_classes,
             list(parts.data.class_names),
+            loader_state,
         )
         self.last_saved = time.perf_counter()
         self.saved_epoch = len(self.run.history)

@@ -9,17 +9,16 @@ it, and applies its own retry policy.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import ray
 
+from trials import preemption, storage_fs
 from trials.paths import CHECKPOINT_NAME
 from trials.reporting import Reporter
 
@@ -55,7 +54,7 @@ def finished_summary(result: Any, checkpoint_dir: str) -> dict[str, Any]:
     summary: dict[str, Any] = result.summary()
     if result.status != "paused":  # a paused trial resumes from it (asha); the coordinator deletes it if not
         # a finished trial never resumes; its epoch checkpoint (a full model) is only disk to reclaim
-        Path(checkpoint_dir, CHECKPOINT_NAME).unlink(missing_ok=True)
+        storage_fs.remove(storage_fs.join(checkpoint_dir, CHECKPOINT_NAME))
     return summary
 
 
@@ -111,20 +110,16 @@ def run_trial(run: TrialRun, coordinator: Any, workload: Workload) -> dict[str, 
             writer.flush()
         return str(ray.get(coordinator.report.remote(run.trial_id, epoch, values)))
 
-    Path(run.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+    storage_fs.make_folder(run.checkpoint_dir)
     if run.resume_from and run.resume_from != run.checkpoint_dir:
-        src = Path(run.resume_from, CHECKPOINT_NAME)
-        if src.is_file():  # a retry continues from the failed trial's last epoch
-            shutil.copy2(src, Path(run.checkpoint_dir, CHECKPOINT_NAME))
+        # a retry continues from the failed trial's last checkpoint (a local folder or a URL every node reaches)
+        storage_fs.copy(
+            storage_fs.join(run.resume_from, CHECKPOINT_NAME), storage_fs.join(run.checkpoint_dir, CHECKPOINT_NAME)
+        )
     oom: str | None = None
     try:
         try:
-            if run.ranks is not None:
-                from hpo.cluster.ranks import train_ranks
-
-                summary = train_ranks(run, reporter)
-            else:
-                summary = workload(run.config, reporter, run.checkpoint_dir, num_threads=run.num_threads)
+            summary = _train(run, reporter, workload)
         except Exception as e:
             if not _is_cuda_oom(e):
                 raise
@@ -140,6 +135,23 @@ def run_trial(run: TrialRun, coordinator: Any, workload: Workload) -> dict[str, 
     if run.submitted_at is not None:  # waiting for a worker and its resources (clocks of other hosts may differ)
         summary["queued_s"] = max(0.0, started - run.submitted_at)
     return summary
+
+
+def _train(run: TrialRun, reporter: Reporter, workload: Workload) -> dict[str, Any]:
+    """Run the trial's workload. A SIGTERM to this worker (a node shutting down, spot preemption, ``docker
+    stop``) makes ``fit`` save its checkpoint after the batch in flight (``trials.preemption``); then the worker
+    exits as the signal meant (Ray's handler), the sweep sees a dead worker and retries the trial from there."""
+    if run.ranks is not None:
+        from hpo.cluster.ranks import train_ranks
+
+        return train_ranks(run, reporter)
+    with preemption.checkpoint_on_sigterm() as previous:
+        try:
+            return workload(run.config, reporter, run.checkpoint_dir, num_threads=run.num_threads)
+        except preemption.Preempted:
+            pass
+    preemption.terminate(previous)  # outside the handler: the one it replaced is back
+    raise preemption.Preempted(f"trial {run.trial_id}: stopped by SIGTERM")  # a handler that let the process live
 
 
 def _hide_gpus_unless_given() -> list[str]:
@@ -160,7 +172,8 @@ def _tensorboard(log_dir: str | None, config: dict[str, Any]) -> Any:
 
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(log_dir=log_dir)
+    # TensorBoard writes local folders (and, with its own optional packages, s3:// and gs://), not file:// URLs
+    writer = SummaryWriter(log_dir=storage_fs.local_path(log_dir) or log_dir)
     writer.add_text("train_config", "```\n" + json.dumps(config, indent=2, sort_keys=True) + "\n```", 0)
     return writer
 

@@ -12,17 +12,15 @@ deleted.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from optuna.trial import FrozenTrial
 
 from hpo import study as studies
 from hpo.coordinator.promotion import PAUSE, PromotionRule, PromotionState, Record
+from trials import storage_fs
 from trials.paths import CHECKPOINT_NAME
 
 
@@ -125,23 +123,13 @@ def pruned_value(values: Mapping[int, float]) -> float | None:
 
 
 def checkpoint_bytes(folder: str | None) -> int:
-    """The bytes of a trial's checkpoint folder (0 when there is none)."""
-    if not folder or not os.path.isdir(folder):
-        return 0
-    total = 0
-    for root, _dirs, files in os.walk(folder):
-        for name in files:
-            try:
-                total += os.path.getsize(os.path.join(root, name))
-            except OSError:
-                continue
-    return total
+    """The bytes of a trial's checkpoint folder, a local path or a URL (0 when there is none)."""
+    return storage_fs.folder_bytes(folder)
 
 
 def remove_checkpoint(folder: str | None) -> None:
     """Delete a given-up trial's checkpoint, and its folder when nothing else is left in it."""
     if not folder:
         return
-    Path(folder, CHECKPOINT_NAME).unlink(missing_ok=True)
-    with contextlib.suppress(OSError):  # not empty, or gone already
-        Path(folder).rmdir()
+    storage_fs.remove(storage_fs.join(folder, CHECKPOINT_NAME))
+    storage_fs.remove_if_empty(folder)

@@ -70,5 +70,9 @@ def _bytes(gb: float | None) -> int | None:
 
 
 def checkpoint_root(cfg: SweepConfig) -> str:
-    """Where a sweep's trials keep their checkpoints: ``output_dir/<study>``."""
+    """Where a sweep's trials keep their checkpoints: ``output_dir/<study>`` (a URL stays a URL)."""
+    from trials.storage_fs import is_url, join
+
+    if is_url(cfg.output_dir):
+        return join(cfg.output_dir, cfg.study_name)
     return str(Path(cfg.output_dir).expanduser().resolve() / cfg.study_name)

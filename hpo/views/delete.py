@@ -7,13 +7,13 @@ Optuna's ``delete_study`` removes the study's rows (trials, params, values, attr
 Checkpoints: every trial records its folder (user attr ``hpo.study.ATTR_CHECKPOINT_DIR``,
 ``<output_dir>/<study>/trial-NNNNN``). With ``checkpoints``, the sweep's folder ``<output_dir>/<study>`` (its
 trials' folders and TensorBoard runs) is removed when every recorded folder lies in it; a recorded folder outside
-such a folder is removed on its own. Folders are read before the study is deleted and removed after, so a failed
-delete leaves both in place.
+such a folder is removed on its own, and so is each one under an fsspec URL (``trials.storage_fs``: an
+``output_dir`` of ``s3://...``); a URL whose backend is not installed here is left alone. Folders are read before
+the study is deleted and removed after, so a failed delete leaves both in place.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +23,7 @@ from hpo import study as studies
 from hpo.errors import StudyBusyError
 from hpo.sweep import lease
 from storage import opened
+from trials import storage_fs
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class Deleted:
     trials: int
     removed: list[str] = field(default_factory=list)  # checkpoint folders removed
     missing: list[str] = field(default_factory=list)  # recorded, but not there (already gone, or another machine's)
-    skipped: list[str] = field(default_factory=list)  # recorded, not local paths (a URL): left alone
+    skipped: list[str] = field(default_factory=list)  # recorded URLs whose fsspec backend is not installed here
 
 
 def delete_study(url: str, study_name: str, *, checkpoints: bool = False) -> Deleted:
@@ -68,13 +69,14 @@ def checkpoint_folders(recorded: list[str], study_name: str) -> list[str]:
     alone: list[str] = []
     for folder in dict.fromkeys(recorded):
         path = Path(folder)
-        if "://" not in folder and path.name.startswith("trial-") and path.parent.name == study_name:
+        # a URL's trial folders are removed one by one: on an object store a "folder" is only a key prefix
+        if not storage_fs.is_url(folder) and path.name.startswith("trial-") and path.parent.name == study_name:
             root = str(path.parent)
             if root not in roots:
                 roots.append(root)
         else:
             alone.append(folder)
-    return roots + [f for f in alone if not any(_inside(f, r) for r in roots)]
+    return roots + [f for f in alone if storage_fs.is_url(f) or not any(_inside(f, r) for r in roots)]
 
 
 def _inside(folder: str, root: str) -> bool:
@@ -82,18 +84,16 @@ def _inside(folder: str, root: str) -> bool:
 
 
 def remove_folders(folders: list[str]) -> tuple[list[str], list[str], list[str]]:
-    """Remove each folder (a local path); (removed, missing, skipped: not a local path)."""
+    """Remove each folder (a local path or a URL); (removed, missing, skipped: a URL whose fsspec backend is not
+    installed here)."""
     removed, missing, skipped = [], [], []
     for folder in folders:
-        if "://" in folder:
+        if storage_fs.protocol_problem(folder) is not None:
             skipped.append(folder)
-            continue
-        path = Path(folder)
-        if not path.is_dir():
+        elif storage_fs.remove_folder(folder):
+            removed.append(folder)
+        else:
             missing.append(folder)
-            continue
-        shutil.rmtree(path)
-        removed.append(folder)
     return removed, missing, skipped
 
 
@@ -102,7 +102,7 @@ def describe(d: Deleted) -> list[str]:
     lines = [f"deleted study {d.study!r} ({d.trials} trials)"]
     lines += [f"removed {f}" for f in d.removed]
     lines += [f"not found (already removed, or on another machine): {f}" for f in d.missing]
-    lines += [f"left alone (not a local folder): {f}" for f in d.skipped]
+    lines += [f"left alone (its fsspec backend is not installed here): {f}" for f in d.skipped]
     return lines
 
 
