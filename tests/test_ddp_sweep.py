@@ -179,7 +179,7 @@ def test_a_sweep_terminated_mid_trial_leaves_no_rank_running(tmp_path: Path, pg_
 
     text = _config(tmp_path, "ddp-term", n_trials=2).read_text().replace("epochs: 3", "epochs: 200")
     path = tmp_path / "term.yaml"
-    path.write_text(text + "drain_timeout: 0\n")
+    path.write_text(text + "drain_timeout: 0\nearly_stopping: {patience: null}\n")  # still running when stopped
     stopper = Stopper()
     result = run_sweep(
         load_sweep_config(path, storage=pg_url),
