@@ -174,6 +174,16 @@ DC=("${COMPOSE[@]}" -p "$PROJECT" --env-file "$ENV_FILE" -f docker-compose.yml -
 STACK=1
 BASE="http://127.0.0.1:$DASHBOARD_PORT"
 probe() { python3 docker/compose_probe.py "$@"; }
+# The health status of container $1 once it is $2, or the last seen after 2 minutes of polling.
+wait_health() {
+  local status=
+  for _ in $(seq 1 60); do
+    status=$(docker inspect -f '{{.State.Health.Status}}' "$1")
+    [ "$status" = "$2" ] && break
+    sleep 2
+  done
+  echo "$status"
+}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -301,21 +311,12 @@ done
 step "the dashboard's health check, with its database stopped"
 "${DC[@]}" stop postgres 2>&1 | grep -v '^ *Container ' || true
 dashboard=$("${DC[@]}" ps -q dashboard)
-health=
-for _ in $(seq 1 60); do
-  health=$(docker inspect -f '{{.State.Health.Status}}' "$dashboard")
-  [ "$health" = unhealthy ] && break
-  sleep 2
-done
+health=$(wait_health "$dashboard" unhealthy)
 say "dashboard without its database: $health; its last probes:"
 docker inspect -f '{{range .State.Health.Log}}{{.ExitCode}} {{.Output}}{{end}}' "$dashboard" | grep . | tail -n 2 | sed 's/^/  probe: /'
 [ "$health" = unhealthy ] || die "the dashboard stayed $health with its database stopped"
 "${DC[@]}" start postgres 2>&1 | grep -v '^ *Container ' || true
-for _ in $(seq 1 60); do
-  health=$(docker inspect -f '{{.State.Health.Status}}' "$dashboard")
-  [ "$health" = healthy ] && break
-  sleep 2
-done
+health=$(wait_health "$dashboard" healthy)
 say "dashboard with its database back: $health"
 [ "$health" = healthy ] || die "the dashboard did not recover once its database was back"
 say "PASS: every check"

@@ -127,3 +127,21 @@ def start_cli_sweep(cfg: Path, storage: str, cwd: Path, tag: str) -> Any:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def wait_for_reports(url: str, name: str, proc: Any, timeout: float) -> None:
+    """Until a trial of study ``name`` has reported an epoch, while the sweep ``proc`` (``start_cli_sweep``) runs.
+    Reads through the storage's own API: ``optuna.load_study`` would create the schema while the sweep does."""
+    import time
+
+    from storage import StorageError, opened
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        with contextlib.suppress(KeyError, StorageError), opened(url, connect_timeout=5) as storage:
+            trials = storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False)
+            if any(t.intermediate_values for t in trials):
+                return
+        time.sleep(0.5)
+    raise AssertionError("the sweep reported no epoch")

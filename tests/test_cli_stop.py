@@ -5,10 +5,7 @@ stopper's announcement in ``test_remote_request_is_a_first_ctrl_c`` below."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -17,9 +14,8 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.sweep.stop import Stopper, is_request_for
-from storage import StorageError, opened
 from tests.conftest import run_cli
-from tests.fixtures_files import start_cli_sweep, tiny_sweep
+from tests.fixtures_files import start_cli_sweep, tiny_sweep, wait_for_reports
 
 
 class _Said:
@@ -53,18 +49,6 @@ def test_a_request_names_one_sweep(value: object, owner: str | None, expected: b
     assert is_request_for(value, owner) is expected
 
 
-def _wait_for_reports(url: str, name: str, proc: subprocess.Popen[str], timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        with contextlib.suppress(KeyError, StorageError), opened(url, connect_timeout=5) as storage:
-            trials = storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False)
-            if any(t.intermediate_values for t in trials):
-                return
-        time.sleep(0.5)
-    raise AssertionError("the sweep reported no epoch")
-
-
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_hpo_stop_drains_a_running_sweep_and_the_next_sweep_runs(pg_url: str, tmp_path: Path) -> None:
@@ -75,7 +59,7 @@ def test_hpo_stop_drains_a_running_sweep_and_the_next_sweep_runs(pg_url: str, tm
     )
     sweep = start_cli_sweep(cfg, pg_url, tmp_path, "stop")
     try:
-        _wait_for_reports(pg_url, "halt", sweep)
+        wait_for_reports(pg_url, "halt", sweep, timeout=300)
         asked = run_cli("stop", "--study", "halt", "--storage", pg_url)
         assert asked.returncode == 0, asked.stderr
         assert f"asked the sweep on study 'halt' (host {os.uname().nodename}, pid {sweep.pid})" in asked.stdout

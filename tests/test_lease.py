@@ -26,10 +26,10 @@ from hpo.errors import LeaseLostError, SweepError
 from hpo.sweep import lease
 from hpo.sweep.lease import Host
 from hpo.sweep.prepare import release_lease
-from storage import StorageError, close_storage, open_storage, opened, parse_url
+from storage import StorageError, close_storage, open_storage, parse_url
 from storage.locks import LEASE_LOCK_BASE, LockTimeout, exclusive
 from tests.conftest import run_cli
-from tests.fixtures_files import coordinator_settings, start_cli_sweep, tiny_sweep
+from tests.fixtures_files import coordinator_settings, start_cli_sweep, tiny_sweep, wait_for_reports
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -286,19 +286,6 @@ print("taken" if got is None else f"refused: {got}")
 """
 
 
-def _wait_for_reports(url: str, name: str, proc: subprocess.Popen[str], timeout: float = 420) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        # no optuna.load_study(url) here: it would create the schema while the sweep creates it too
-        with contextlib.suppress(KeyError, StorageError), opened(url, connect_timeout=5) as storage:
-            trials = storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False)
-            if any(t.intermediate_values for t in trials):
-                return
-        time.sleep(0.5)
-    raise AssertionError("the sweep reported no epoch")
-
-
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_a_cli_sweep_whose_lease_is_taken_over_stops_writing_and_exits_1(pg_url: str, tmp_path: Path) -> None:
@@ -311,7 +298,7 @@ def test_a_cli_sweep_whose_lease_is_taken_over_stops_writing_and_exits_1(pg_url:
     )
     holder = start_cli_sweep(cfg, pg_url, tmp_path, "lease")
     try:
-        _wait_for_reports(pg_url, "held", holder)
+        wait_for_reports(pg_url, "held", holder, timeout=420)
         storage = open_storage(pg_url, create_schema=False)
         try:
             study_id = storage.get_study_id_from_name("held")
