@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.pgcluster import PrivateCluster, available
+
 REPO = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("HPO_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -139,3 +141,19 @@ def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
             assert r.returncode == 0, r.stdout + r.stderr
     assert model.is_file()
     return model
+
+
+@pytest.fixture
+def private_pg() -> Iterator[PrivateCluster]:
+    """A PostgreSQL server of the test's own (database ``hpo``), for tests that stop and restart it."""
+    why = available()
+    if why:
+        if os.environ.get("CI", "").lower() in ("1", "true"):
+            pytest.fail(f"cannot start a private PostgreSQL: {why}")
+        pytest.skip(f"cannot start a private PostgreSQL: {why}")
+    cluster = PrivateCluster()
+    from storage.postgres import create_database
+
+    create_database(cluster.url("hpo"))
+    yield cluster
+    cluster.destroy()

@@ -30,6 +30,7 @@ from storage import StorageError, close_storage, open_storage, parse_url
 from storage.locks import LEASE_LOCK_BASE, LockTimeout, exclusive
 from tests.conftest import run_cli
 from tests.fixtures_files import coordinator_settings, start_cli_sweep, tiny_sweep, wait_for_reports
+from tests.pgcluster import PrivateCluster
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -323,3 +324,24 @@ def test_a_cli_sweep_whose_lease_is_taken_over_stops_writing_and_exits_1(pg_url:
         if holder.poll() is None:
             holder.kill()
             holder.communicate()
+
+
+def test_a_keeper_that_cannot_reach_the_database_says_the_storage_is_lost(private_pg: PrivateCluster) -> None:
+    """Renewals that fail because the server is gone name the cause (the storage), not only the lease."""
+    url = private_pg.url("hpo")
+    storage = open_storage(url)
+    try:
+        study_id = storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], "gone")
+        mine = lease.new_lease("holder", ttl=3)
+        assert lease.acquire(url, storage, study_id, mine) is None
+    finally:
+        close_storage(storage)
+    keeper = lease.Keeper(url, study_id, mine, "gone", interval=0.2)
+    assert keeper.start() is True
+    private_pg.stop("fast")
+    deadline = time.monotonic() + 60
+    while keeper.lost() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    keeper.stop()
+    why = keeper.lost() or ""
+    assert why.startswith("lost the storage (") and "could not renew the lease on study 'gone'" in why, why

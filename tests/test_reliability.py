@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo.sweep import ASK_AHEAD
 from storage import close_storage, open_storage
 from tests.conftest import run_cli
-from tests.pgcluster import PrivateCluster, available
+from tests.pgcluster import PrivateCluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -237,21 +237,6 @@ def test_killed_driver_second_driver_and_reaping(tmp_path: Path, pg_url: str, pr
         else:  # asked ahead, never started: rerun from scratch without spending the one retry
             assert trials[n].user_attrs["fail_reason"].endswith("(never started)")
             assert retry.user_attrs["attempt"] == 1 and not retry.user_attrs.get("resumed_from_epoch")
-
-
-@pytest.fixture
-def private_pg() -> Any:
-    why = available()
-    if why:
-        if os.environ.get("CI", "").lower() in ("1", "true"):
-            pytest.fail(f"cannot start a private PostgreSQL: {why}")
-        pytest.skip(f"cannot start a private PostgreSQL: {why}")
-    cluster = PrivateCluster()
-    from storage.postgres import create_database
-
-    create_database(cluster.url("hpo"))
-    yield cluster
-    cluster.destroy()
 
 
 def test_postgres_restarts_mid_sweep_lose_nothing(tmp_path: Path, private_pg: PrivateCluster, pretrained: Path) -> None:

@@ -290,6 +290,7 @@ class Keeper:
         self._accepted: list[str] = []  # the record as written last, and writes since whose outcome is unknown
         self._renewed_at = time.monotonic()  # before the last renewal that landed
         self._lost: str | None = None
+        self._failed: str | None = None  # the last renewal's error (masked), None once one lands
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -318,7 +319,7 @@ class Keeper:
             new = json.dumps({**self._mine, "heartbeat": db_now(conn)})
             self._accepted = [*accepted, new]  # before the write: a verify that reads it after it lands knows it
             if _swap(conn, self._study_id, exists, list(accepted), new):
-                self._accepted, self._renewed_at = [new], began
+                self._accepted, self._renewed_at, self._failed = [new], began, None
                 return
             _, raw = _read_raw(conn, self._study_id)
             self._lose(taken_over(self._name, _parse(raw), db_now(conn), self._mine["owner"]))
@@ -328,7 +329,8 @@ class Keeper:
             try:
                 self.renew()
             except Exception as e:  # the database may be away: try again next time; the TTL bounds how long
-                log.warning("could not renew the study's lease: %s", redact(str(e).split("\n")[0], self._url))
+                self._failed = redact((str(e).splitlines() or [type(e).__name__])[0], self._url)
+                log.warning("could not renew the study's lease: %s", self._failed)
 
     def _lose(self, why: str) -> None:
         if self._lost is None:
@@ -339,9 +341,12 @@ class Keeper:
         """Why the lease is no longer ours, or None while it is."""
         age = time.monotonic() - self._renewed_at
         if self._lost is None and age > self.ttl - self._margin:
+            # renewals that raised mean the database could not be reached: say that first, it is the cause
+            cause = f"lost the storage ({self._failed}): " if self._failed else ""
             self._lose(
-                f"could not renew the lease on study {self._name!r} for {age:.0f}s (its TTL is {self.ttl:.0f}s: "
-                "storage_options.retry_timeout + 30s); stopping this sweep so that no two sweeps write the study"
+                f"{cause}could not renew the lease on study {self._name!r} for {age:.0f}s (its TTL is "
+                f"{self.ttl:.0f}s: storage_options.retry_timeout + 30s); stopping this sweep so that no two "
+                "sweeps write the study"
             )
         return self._lost
 

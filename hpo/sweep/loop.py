@@ -348,15 +348,18 @@ class SweepLoop:
         unstarted = Outcome.fail(FailureKind.NOT_STARTED, NOT_STARTED)
         held = list(self.running.values())
         self.running.clear()
+        refs: list[ray.ObjectRef] = []
         with contextlib.suppress(Exception):
-            refs = [self.c.tell.remote(a.trial_id, stopped) for a in held]
+            refs += [self.c.tell.remote(a.trial_id, stopped) for a in held]
             refs += [self.c.tell.remote(a.trial_id, unstarted) for a in self.ready]
-            self.ready.clear()
-            for ref in self.asking:
+        self.ready.clear()
+        for ref in self.asking:
+            with contextlib.suppress(Exception):
                 asked = ray.get(ref, timeout=WIND_DOWN_TIMEOUT)
                 refs.append(self.c.tell.remote(asked.trial_id, unstarted))
-            self.asking.clear()
-            ray.get(refs + list(self.telling), timeout=WIND_DOWN_TIMEOUT)
+        self.asking.clear()
+        settle(refs + list(self.telling), WIND_DOWN_TIMEOUT)
+        self.telling.clear()
 
     def _outcome(self, ref: ray.ObjectRef, asked: Asked) -> Outcome:
         """How the trial task ``ref`` ended (it has ended)."""
@@ -371,6 +374,18 @@ class SweepLoop:
 def _ready(ref: Any, *, wait: bool) -> bool:
     """Whether the answer ``ref`` is there (``wait``: once it is)."""
     return bool(ray.wait([ref], num_returns=1, timeout=None if wait else 0)[0])
+
+
+def settle(refs: list[Any], timeout: float) -> None:
+    """Wait up to ``timeout`` for ``refs`` and read each one that came back, errors ignored: an error left
+    unread would be printed by Ray as an "Unhandled error" with its stack when the reference is dropped."""
+    if not refs:
+        return
+    with contextlib.suppress(Exception):
+        refs = ray.wait(refs, num_returns=len(refs), timeout=timeout)[0]
+    for ref in refs:
+        with contextlib.suppress(Exception):
+            ray.get(ref, timeout=0)
 
 
 def call(ref: Any) -> Any:
