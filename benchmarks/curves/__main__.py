@@ -1,5 +1,5 @@
 """``python -m benchmarks.curves record [--tasks a,b] [--threads 1] [--shard k/n] [--limit N]``,
-``replay`` and ``report`` (see ``PROTOCOL.md``)."""
+``replay``, ``live`` and ``report`` (see ``PROTOCOL.md`` and ``LIVE-PROTOCOL.md``)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,13 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--seeds", default=None, help="first:last replay seeds (default: the protocol's for the phase)")
     rep.add_argument("--jobs", type=int, default=2, help="processes")
     rep.add_argument("--out", default=None, help="results file name (default: the phase's)")
+    live = sub.add_parser("live", help="real sweeps, hpo vs Ray Tune ASHA (LIVE-PROTOCOL.md; resumable)")
+    live.add_argument("--hours", type=float, default=None, help="start no cell after this many hours")
+    live.add_argument("--summary-only", action="store_true", help="only rewrite results/live.json")
     sub.add_parser("report", help="render RESULTS.md from results/*.json")
     args = parser.parse_args(argv)
+    if args.command == "live":
+        return _live(args)
     if args.command == "replay":
         return _replay(args)
     if args.command == "report":
@@ -39,6 +44,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def _live(args: argparse.Namespace) -> int:
+    import time
+
+    from benchmarks.common import PG_ADMIN
+    from benchmarks.curves import live
+
+    if not args.summary_only:
+        deadline = None if args.hours is None else time.time() + 3600 * args.hours
+        live.record(PG_ADMIN, deadline=deadline)
+    print(live.write_summary())
+    return 0
 
 
 def _replay(args: argparse.Namespace) -> int:

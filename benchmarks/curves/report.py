@@ -104,6 +104,46 @@ def claim_section(doc: dict[str, Any], title: str) -> list[str]:
     return [*lines, ""]
 
 
+def live_section(doc: dict[str, Any]) -> list[str]:
+    """The live check (LIVE-PROTOCOL.md): real sweeps of hpo's defaults and Ray Tune's ASHA, against the replay
+    of the same two arms at the same setting."""
+    lines = [
+        "## Live check: real sweeps, hpo's defaults vs Ray Tune's ASHA",
+        "",
+        f"From `results/live.json`, commit `{doc['commit']}` (runs in `{doc['runs']}`, made on "
+        f"{', '.join(f'`{c[:10]}`' for c in doc['run_commits']) or 'no commit yet'}). Protocol: "
+        f"`benchmarks/curves/LIVE-PROTOCOL.md`. {doc['n_trials']} trials per run, {doc['parallel']} at a time; "
+        f"live seeds {doc['seeds'][0]}-{doc['seeds'][-1]}; replay seeds {doc['replay_seeds'][0]}-"
+        f"{doc['replay_seeds'][-1]} at the same setting. d = hpo-default's final test accuracy - "
+        "ray-tune-asha's (pp; above zero: hpo better).",
+        "",
+        "| scope | live seeds | live d, 95% CI | replay d, 95% CI | live epochs hpo / Tune | live wall hpo / Tune |",
+        "|---|---|---|---|---|---|",
+    ]
+    for task, t in doc["per_task"].items():
+        live = _ci(t["live"]) if t["live"] else "not run"
+        ep, wall = t["live_epochs"], t["live_wall_s"]
+        lines.append(
+            f"| {task} | {len(t['live_seeds'])} | {live} | {_ci(t['replay'])} | "
+            f"{ep['hpo-default']} / {ep['ray-tune-asha']} | "
+            f"{wall['hpo-default']:.0f} s / {wall['ray-tune-asha']:.0f} s |"
+        )
+    p = doc["pooled"]
+    live = f"{p['live_call']}: {_ci(p['live'])}" if p["live"] else "not run"
+    lines.append(f"| pooled | {len(p['seeds'])} | {live} | {p['replay_call']}: {_ci(p['replay'])} | | |")
+    verdict = doc["verdict"] if doc["verdict"] == "PASS" else f"**{doc['verdict']}**"
+    lines += [
+        "",
+        f"Signs agree: {'yes' if doc['signs_agree'] else 'no'}; every seed run: {'yes' if doc['complete'] else 'no'}."
+        f" Verdict: {verdict}.",
+        "",
+        "Arms:",
+        "",
+        *(f"- `{a}`: {s}" for a, s in doc["arms"].items()),
+    ]
+    return [*lines, ""]
+
+
 def render() -> str:
     lines = [
         "# Learning-curve benchmark: results",
@@ -120,6 +160,8 @@ def render() -> str:
         lines += claim_section(json.loads((results / "claim.json").read_text()), "Claim phase (claim tasks)")
     if (results / "apart.json").is_file():
         lines += claim_section(json.loads((results / "apart.json").read_text()), "lfw (reported apart)")
+    if (results / "live.json").is_file():
+        lines += live_section(json.loads((results / "live.json").read_text()))
     return "\n".join(lines).rstrip() + "\n"
 
 
