@@ -200,3 +200,10 @@ def test_todays_trials_code_trains_a_recorded_run_as_the_recording_code_did(tmp_
     for a, b in zip(then["epochs"], now["epochs"], strict=True):
         assert abs(a["val_acc"] - b["val_acc"]) <= one_val, (a, b)
         assert abs(a["test_acc"] - b["test_acc"]) <= one_test, (a, b)
+
+
+def test_the_committed_results_page_is_the_rendering_of_the_committed_results() -> None:
+    """RESULTS.md is generated (``python -m benchmarks.curves report``), never edited by hand."""
+    from benchmarks.curves import report
+
+    assert report.RESULTS_MD.read_text() == report.render(), "regenerate: python -m benchmarks.curves report"

@@ -358,8 +358,10 @@ class SweepLoop:
                 asked = ray.get(ref, timeout=WIND_DOWN_TIMEOUT)
                 refs.append(self.c.tell.remote(asked.trial_id, unstarted))
         self.asking.clear()
-        settle(refs + list(self.telling), WIND_DOWN_TIMEOUT)
+        polls = [r for r in (self._live, self._beat, self._stop_poll) if r is not None]
+        settle(refs + list(self.telling) + polls, WIND_DOWN_TIMEOUT)
         self.telling.clear()
+        self._live = self._beat = self._stop_poll = None
 
     def _outcome(self, ref: ray.ObjectRef, asked: Asked) -> Outcome:
         """How the trial task ``ref`` ended (it has ended)."""
