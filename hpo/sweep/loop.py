@@ -353,9 +353,13 @@ class SweepLoop:
             refs += [self.c.tell.remote(a.trial_id, stopped) for a in held]
             refs += [self.c.tell.remote(a.trial_id, unstarted) for a in self.ready]
         self.ready.clear()
-        for ref in self.asking:
+        answered: list[ray.ObjectRef] = []
+        if self.asking:  # one wait for every ask: a hung coordinator costs one timeout, not one per ask
             with contextlib.suppress(Exception):
-                asked = ray.get(ref, timeout=WIND_DOWN_TIMEOUT)
+                answered = ray.wait(self.asking, num_returns=len(self.asking), timeout=WIND_DOWN_TIMEOUT)[0]
+        for ref in answered:
+            with contextlib.suppress(Exception):
+                asked = ray.get(ref, timeout=0)
                 refs.append(self.c.tell.remote(asked.trial_id, unstarted))
         self.asking.clear()
         polls = [r for r in (self._live, self._beat, self._stop_poll) if r is not None]
