@@ -216,7 +216,12 @@ def tune_arm(task: Task, seed: int, n_trials: int = N_TRIALS) -> list[TrialRecor
         ),
         run_config=tune.RunConfig(storage_path=tempfile.mkdtemp(prefix="hpo-bench-p5-tune-"), verbose=0),
     )
-    results = tuner.fit()
+    return tune_records(tuner.fit())
+
+
+def tune_records(results: Any) -> list[TrialRecord]:
+    """Every trial of a Tune ``ResultGrid`` whose trainable reported ``val_acc``, ``epoch`` and ``wall`` after each
+    epoch, and ``best_val`` and ``test_acc`` once more when it finished (a trial without them was stopped)."""
     out = []
     for i in range(len(results)):
         df = results[i].metrics_dataframe

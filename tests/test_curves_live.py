@@ -17,10 +17,10 @@ from benchmarks.curves.live import Trial
 
 def test_final_test_is_the_best_val_finished_trial_earliest_on_ties() -> None:
     trials = [
-        Trial(ended=3.0, epochs=12, val=0.9, test=0.70),
-        Trial(ended=1.0, epochs=2, val=0.99, test=None),  # stopped: never the incumbent
-        Trial(ended=2.0, epochs=8, val=0.9, test=0.80),  # ties 0.9 and ended first
-        Trial(ended=4.0, epochs=12, val=0.85, test=0.95),
+        Trial(finished=3.0, epochs=12, val=0.9, test=0.70),
+        Trial(finished=1.0, epochs=2, val=0.99, test=None),  # stopped: never the incumbent
+        Trial(finished=2.0, epochs=8, val=0.9, test=0.80),  # ties 0.9 and ended first
+        Trial(finished=4.0, epochs=12, val=0.85, test=0.95),
     ]
     assert live.final_test(trials) == 0.80
     assert live.final_test([Trial(1.0, 2, 0.5, None)]) is None

@@ -15,11 +15,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from benchmarks import p5_search
 from benchmarks.curves import data, sim, stats, tasks
+from benchmarks.p5_search import TrialRecord as Trial
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = RESULTS / "live_runs.jsonl"
@@ -32,25 +34,10 @@ PARALLEL = 2
 REPLAY_SEEDS = tuple(range(1000, 1050))
 
 
-@dataclass(frozen=True)
-class Trial:
-    """One trial of a live run: when it ended, epochs trained, its best val, its test accuracy (None unless it
-    finished: pruned and ASHA-stopped trials are never tested)."""
-
-    ended: float
-    epochs: int
-    val: float
-    test: float | None
-
-
 def final_test(trials: Sequence[Trial]) -> float | None:
     """The test accuracy of the finished trial with the best val (the earliest on ties); None if none finished."""
-    done = sorted((t for t in trials if t.test is not None), key=lambda t: t.ended)
-    best: Trial | None = None
-    for t in done:
-        if best is None or t.val > best.val:
-            best = t
-    return None if best is None else best.test
+    done = [t for t in trials if t.test is not None]
+    return p5_search.final_test(done, math.nan) if done else None
 
 
 # ------------------------------------------------------------------------------------------ the arms
@@ -59,26 +46,6 @@ def _train(task: tasks.Task, seed: int, epochs: int) -> dict[str, Any]:
     train = task.train_config({}, seed, epochs)
     del train["early_stopping"]
     return train
-
-
-def _fit_and_test(config: Mapping[str, Any], reporter: Callable[[int, Mapping[str, float]], str]) -> dict[str, Any]:
-    from trials.config import TrainConfig
-    from trials.train import evaluate_test, fit
-
-    cfg = TrainConfig.from_dict(dict(config))
-    result = fit(cfg, reporter, None, num_threads=1)
-    summary = result.summary()
-    if summary["status"] != "pruned":
-        summary["best_metrics"] = {**summary["best_metrics"], **evaluate_test(result.model, cfg)}
-    return summary
-
-
-def hpo_workload(
-    config: dict[str, Any], reporter: Callable[[int, Mapping[str, float]], str], checkpoint_dir: str, **_: Any
-) -> dict[str, Any]:
-    """hpo's trial: ``fit``, then the test split for a trial that was not pruned (in its metrics; the sweep
-    selects on val)."""
-    return _fit_and_test(config, reporter)
 
 
 def hpo_run(url: str, task: tasks.Task, seed: int, workdir: str, n_trials: int, epochs: int) -> list[Trial]:
@@ -98,16 +65,16 @@ def hpo_run(url: str, task: tasks.Task, seed: int, workdir: str, n_trials: int, 
     }
     path = Path(workdir) / f"{name}.yaml"
     path.write_text(yaml.safe_dump(doc))
-    run_hpo(load_sweep_config(path, storage=url, output_dir=str(Path(workdir) / "runs")), hpo_workload)
+    run_hpo(load_sweep_config(path, storage=url, output_dir=str(Path(workdir) / "runs")), p5_search.hpo_workload)
     out = []
     for t in optuna.load_study(study_name=name, storage=url).get_trials():
         if t.state not in (TrialState.COMPLETE, TrialState.PRUNED):
             continue
         curve = list(t.intermediate_values.values())
         test = (t.user_attrs.get("metrics") or {}).get("test_acc") if t.state == TrialState.COMPLETE else None
-        ended = t.datetime_complete.timestamp() if t.datetime_complete else math.inf
+        finished = t.datetime_complete.timestamp() if t.datetime_complete else math.inf
         val = t.value if t.state == TrialState.COMPLETE and t.value is not None else max(curve, default=math.nan)
-        out.append(Trial(ended, len(curve), float(val), None if test is None else float(test)))
+        out.append(Trial(finished, len(curve), float(val), None if test is None else float(test)))
     return out
 
 
@@ -121,18 +88,18 @@ def _tune_trainable(config: dict[str, Any]) -> None:
     def reporter(epoch: int, metrics: Mapping[str, Any]) -> str:
         last.update(epoch=float(epoch), val_acc=float(metrics["val_acc"]))
         if epoch < epochs:  # the last epoch is reported once, with the test accuracy, after fit returns
-            tune.report({"epoch": epoch, "val_acc": last["val_acc"], "ended": time.time()})
+            tune.report({"epoch": epoch, "val_acc": last["val_acc"], "wall": time.time()})
         return "continue"
 
     params = {k: v for k, v in config.items() if k != "__train__"}
-    summary = _fit_and_test({**base, **params}, reporter)
+    summary = p5_search._fit_and_test({**base, **params}, reporter)
     best = summary["best_metrics"]
     # an early-stopped trial repeats its last epoch here: ASHA has recorded it at any rung already, and goes on
     tune.report(
         {
             "epoch": int(last["epoch"]),
             "val_acc": last["val_acc"],
-            "ended": time.time(),
+            "wall": time.time(),
             "best_val": float(best["val_acc"]),
             "test_acc": float(best["test_acc"]),
         }
@@ -158,17 +125,7 @@ def tune_run(task: tasks.Task, seed: int, n_trials: int, epochs: int) -> list[Tr
         ),
         run_config=tune.RunConfig(storage_path=tempfile.mkdtemp(prefix="hpo-bench-live-tune-"), verbose=0),
     )
-    results = tuner.fit()
-    out = []
-    for i in range(len(results)):
-        df = results[i].metrics_dataframe
-        if df is None or df.empty or "val_acc" not in df:
-            continue
-        done = "test_acc" in df and df["test_acc"].notna().any()
-        val = float(df["best_val"].dropna().iloc[-1]) if done else float(df["val_acc"].max())
-        test = float(df["test_acc"].dropna().iloc[-1]) if done else None
-        out.append(Trial(float(df["ended"].max()), int(df["epoch"].max()), val, test))
-    return out
+    return p5_search.tune_records(tuner.fit())
 
 
 # ------------------------------------------------------------------------------------------ the run
